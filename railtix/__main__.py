@@ -1,0 +1,3 @@
+from railtix.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""Orders, their lifecycle as one transition table, and 12306's refund tiers.
+
+The lifecycle is data, as h11 keeps its connection states: ``TRANSITIONS[(status, event)]`` is
+the next status, and anything absent is refused with the code in ``REFUSED``. Live orders (held
+or paid) own seat-segments; every other status has given them back.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from railtix.core.errors import Refusal
+from railtix.core.timetable import round_half_yuan
+
+
+class Status(enum.StrEnum):
+    HELD = "held"
+    PAID = "paid"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REFUNDED = "refunded"
+    CHANGED = "changed"
+
+
+LIVE = frozenset({Status.HELD, Status.PAID})
+
+TRANSITIONS: dict[tuple[Status, str], Status] = {
+    (Status.HELD, "pay"): Status.PAID,
+    (Status.HELD, "cancel"): Status.CANCELLED,
+    (Status.HELD, "expire"): Status.EXPIRED,
+    (Status.PAID, "refund"): Status.REFUNDED,
+    (Status.PAID, "change"): Status.CHANGED,
+}
+
+REFUSED: dict[str, str] = {
+    "pay": "order_not_payable",
+    "cancel": "order_not_cancellable",
+    "expire": "order_not_payable",
+    "refund": "order_not_refundable",
+    "change": "order_not_refundable",
+}
+
+
+def next_status(status: Status, event: str) -> Status:
+    """The status after ``event``; a Refusal (and no change) when the table has no such edge."""
+    try:
+        return TRANSITIONS[(status, event)]
+    except KeyError:
+        raise Refusal(REFUSED[event], f"order is {status.value}; cannot {event} it") from None
+
+
+class Passenger(msgspec.Struct, frozen=True):
+    name: str
+    id_no: str
+
+
+class Ticket(msgspec.Struct, frozen=True, array_like=True):
+    name: str
+    id_no: str
+    seat_index: int  #: position in the class's seat map
+    coach: int
+    seat: str  #: row and letter, e.g. "12F"
+    price: int  #: fen
+
+
+class Order(msgspec.Struct, kw_only=True):
+    """One order. Times are epoch seconds; money is integer fen."""
+
+    id: str
+    user: int
+    run: str  #: "G1@2026-12-01"
+    train: str
+    date: str  #: ISO date of the run
+    start: int  #: boarding stop index
+    end: int  #: alighting stop index
+    origin: str  #: boarding station code
+    destination: str
+    seat_class: str
+    tickets: tuple[Ticket, ...]
+    status: Status
+    created: float
+    hold_until: float | None = None
+    departs: float  #: departure from the boarding station
+    refund: int | None = None  #: fen returned on refund
+    fee: int | None = None  #: fen kept on refund
+
+    @property
+    def price(self) -> int:
+        return sum(t.price for t in self.tickets)
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.end) - 1) ^ ((1 << self.start) - 1)
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE
+
+
+DAY = 86_400.0
+
+#: 12306's refund tiers: (time left before departure at least, percent kept).
+REFUND_TIERS: tuple[tuple[float, int], ...] = (
+    (8 * DAY, 0),
+    (2 * DAY, 5),
+    (1 * DAY, 10),
+    (0.0, 20),
+)
+
+
+def refund_fee(price: int, departs: float, now: float) -> int:
+    """Fen kept when a ticket of ``price`` is refunded at ``now``; refused after departure.
+
+    Free eight days or more before departure, 5 % from 48 hours, 10 % from 24 hours, 20 % in the
+    last day, rounded to half a yuan as 12306 rounds fees.
+    """
+    left = departs - now
+    if left <= 0:
+        raise Refusal("order_not_refundable_after_departure", "the train has left; no refund")
+    for at_least, percent in REFUND_TIERS:
+        if left >= at_least:
+            return min(price, round_half_yuan(price * percent / 100))
+    raise AssertionError("refund tiers must end at zero")

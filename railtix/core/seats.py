@@ -1,0 +1,165 @@
+"""Seat maps as leg bitmasks, availability, and the choice of seats for an order.
+
+Per run and seat class the seat map holds one 64-bit integer per seat: the legs already sold on
+it. A seat is free for a ride when ``occupied & mask == 0``. The maps are numpy ``uint64`` arrays
+so that availability and the search for free seats run as a few vectorised passes, not a Python
+loop per seat: searches are most of a ticket server's load.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from functools import cached_property
+
+import numpy as np
+
+from railtix.core.timetable import AISLE_LETTERS, WINDOW_LETTERS, SeatLabel
+
+SeatMap = np.ndarray  # dtype uint64, one element per seat
+
+_U64 = np.uint64
+
+
+def empty_map(seats: int) -> SeatMap:
+    return np.zeros(seats, dtype=_U64)
+
+
+def map_from_bytes(blob: bytes, seats: int) -> SeatMap:
+    occ = np.frombuffer(blob, dtype="<u8").astype(_U64, copy=True)
+    assert occ.shape == (seats,), "stored seat map does not fit the timetable"
+    return occ
+
+
+def map_to_bytes(occ: SeatMap) -> bytes:
+    return occ.astype("<u8", copy=False).tobytes()
+
+
+def available(occ: SeatMap, mask: int) -> int:
+    """Seats free on every leg of the ride."""
+    return int(np.count_nonzero((occ & _U64(mask)) == 0))
+
+
+class SeatLayout:
+    """Where each seat of one class sits, derived once per train and class."""
+
+    def __init__(self, labels: Sequence[SeatLabel]) -> None:
+        self.labels = tuple(labels)
+        n = len(self.labels)
+        rows = [(s.coach, s.row) for s in self.labels]
+        starts = [i for i in range(n) if i == 0 or rows[i] != rows[i - 1]]
+        self.row_starts = np.array(starts, dtype=np.intp)
+        self.row_ends = np.array(starts[1:] + [n], dtype=np.intp)
+        coaches = [s.coach for s in self.labels]
+        cstarts = [i for i in range(n) if i == 0 or coaches[i] != coaches[i - 1]]
+        self.coach_starts = np.array(cstarts, dtype=np.intp)
+        self.letters = np.array([s.letter for s in self.labels])
+        self.window = np.array([s.letter in WINDOW_LETTERS for s in self.labels], dtype=bool)
+        self.aisle = np.array([s.letter in AISLE_LETTERS for s in self.labels], dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @cached_property
+    def letter_sets(self) -> dict[str, np.ndarray]:
+        return {letter: self.letters == letter for letter in set(self.letters.tolist())}
+
+
+def allocate(
+    occ: SeatMap, layout: SeatLayout, mask: int, count: int, letters: Sequence[str] = ()
+) -> list[int] | None:
+    """Seats for ``count`` passengers on the ride ``mask``, or None when too few are free.
+
+    Best fit first: among free seats, prefer those whose sold legs touch the ride, so that long
+    free stretches stay whole for long rides. A group sits in one row when some row has room,
+    else in one coach, else wherever seats are free. ``letters`` are wished-for seat letters
+    (12306's choice of A/B/C/D/F), honoured where free seats allow; otherwise seats are assigned
+    anyway, as 12306 does.
+    """
+    assert count >= 1
+    m = _U64(mask)
+    free = (occ & m) == 0
+    if int(np.count_nonzero(free)) < count:
+        return None
+    edge = _U64(((mask << 1) | (mask >> 1)) & ~mask & 0xFFFF_FFFF_FFFF_FFFF)
+    touching = free & ((occ & edge) != 0)
+    wanted = [w for w in letters if w in layout.letter_sets][:count]
+    if count == 1:
+        return [_first_seat(free, touching, layout, wanted[0] if wanted else None)]
+    return _group(free, touching, layout, count, wanted)
+
+
+def _first_seat(free: np.ndarray, touching: np.ndarray, layout: SeatLayout, letter: str | None) -> int:
+    candidates = [touching, free]
+    if letter is not None:
+        pick = layout.letter_sets[letter]
+        candidates = [touching & pick, free & pick, *candidates]
+    for c in candidates:
+        i = int(np.argmax(c))
+        if c[i]:
+            return i
+    raise AssertionError("free seats were counted but none was found")
+
+
+def _group(
+    free: np.ndarray, touching: np.ndarray, layout: SeatLayout, count: int, wanted: list[str]
+) -> list[int]:
+    per_row = np.add.reduceat(free.astype(np.int32), layout.row_starts)
+    rows = np.flatnonzero(per_row >= count)
+    if rows.size:
+        # Prefer a row where the seats touch sold legs (best fit), then a row that grants the
+        # wished letters, then the first row with room. Look at a bounded number of rows.
+        best: tuple[int, int, int] | None = None
+        chosen: list[int] = []
+        for r in rows[:64].tolist():
+            lo, hi = int(layout.row_starts[r]), int(layout.row_ends[r])
+            seats = _pick_in_row(free, layout, lo, hi, count, wanted)
+            granted = _granted(layout, seats, wanted)
+            near = int(np.count_nonzero(touching[seats]))
+            score = (granted, near, -r)
+            if best is None or score > best:
+                best, chosen = score, seats
+            if granted == len(wanted) and near == count:
+                break
+        return chosen
+    per_coach = np.add.reduceat(free.astype(np.int32), layout.coach_starts)
+    coaches = np.flatnonzero(per_coach >= count)
+    if coaches.size:
+        c = int(coaches[0])
+        lo = int(layout.coach_starts[c])
+        idx = np.flatnonzero(free[lo:]) + lo
+        return idx[:count].tolist()
+    return np.flatnonzero(free)[:count].tolist()
+
+
+def _granted(layout: SeatLayout, seats: list[int], wanted: list[str]) -> int:
+    """How many of the wished letters the seats grant."""
+    if not wanted:
+        return 0
+    missing = Counter(wanted) - Counter(layout.labels[s].letter for s in seats)
+    return len(wanted) - sum(missing.values())
+
+
+def _pick_in_row(
+    free: np.ndarray, layout: SeatLayout, lo: int, hi: int, count: int, wanted: list[str]
+) -> list[int]:
+    """``count`` free seats of one row: wished letters first, then neighbours, left to right."""
+    open_seats = [i for i in range(lo, hi) if free[i]]
+    chosen: list[int] = []
+    for w in wanted:
+        for i in open_seats:
+            if i not in chosen and layout.labels[i].letter == w:
+                chosen.append(i)
+                break
+    if len(chosen) < count:
+        rest = [i for i in open_seats if i not in chosen]
+        # the run of seats nearest to those already chosen keeps the group together
+        anchor = chosen[0] if chosen else rest[0]
+        rest.sort(key=lambda i: (abs(i - anchor), i))
+        chosen.extend(rest[: count - len(chosen)])
+    return sorted(chosen)
+
+
+def legs_of(occ: SeatMap) -> list[int]:
+    """The seat map as plain Python ints (for audits and tests)."""
+    return [int(x) for x in occ.tolist()]

@@ -1,0 +1,209 @@
+"""Stations, trains, coaches and fares: what a timetable holds, and how a ride is named.
+
+A train has ordered stops S0..Sk; leg i joins Si and Si+1. A ride from stop i to stop j needs
+legs i..j-1, which is the bit mask ``((1 << j) - 1) ^ ((1 << i) - 1)``. A *run* is a train on one
+date. Times are minutes after midnight (China Standard Time) of the run's date and may pass 1440
+for trains that run overnight.
+
+The timetable is a msgspec Struct tree so that ``railtix timetable export/import`` is a plain
+JSON round trip with validation for free.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from functools import cached_property
+
+import msgspec
+
+#: China has one time zone and no daylight saving time.
+CST = dt.timezone(dt.timedelta(hours=8), "CST")
+
+SEAT_CLASSES = ("business", "first", "second")
+
+#: Seat letters per class, as 12306 prints them: A and F are windows, C and D aisles.
+LETTERS_BY_CLASS = {"business": "ACF", "first": "ACDF", "second": "ABCDF"}
+WINDOW_LETTERS = frozenset("AF")
+AISLE_LETTERS = frozenset("CD")
+
+#: Legs fit in one 64-bit mask.
+stops_per_train_max = 64
+
+
+class Station(msgspec.Struct, frozen=True):
+    code: str  #: 12306 telegraph code, three capital letters (VNP is Beijing South).
+    name: str  #: English name, e.g. "Beijing South".
+    name_zh: str  #: Chinese name, e.g. "北京南".
+
+
+class Stop(msgspec.Struct, frozen=True):
+    station: str  #: telegraph code
+    arrive: int | None  #: minutes after midnight of the run's date; None at the origin
+    depart: int | None  #: None at the terminus
+    km: int  #: distance from the origin
+
+
+class Coach(msgspec.Struct, frozen=True):
+    number: int
+    seat_class: str = msgspec.field(name="class")
+    rows: int = 0
+    letters: str = ""  #: defaults to the class's usual layout
+
+
+class Train(msgspec.Struct, frozen=True, dict=True):
+    number: str  #: e.g. "G1"
+    line: str  #: the line it runs on, e.g. "Beijing–Shanghai HSR"
+    stops: tuple[Stop, ...]
+    coaches: tuple[Coach, ...]
+
+    @cached_property
+    def stop_index(self) -> dict[str, int]:
+        return {s.station: i for i, s in enumerate(self.stops)}
+
+    @cached_property
+    def seats(self) -> dict[str, tuple[SeatLabel, ...]]:
+        """Seats of each class in allocation order: coach by coach, row by row, letter by letter."""
+        out: dict[str, list[SeatLabel]] = {c: [] for c in SEAT_CLASSES}
+        for coach in self.coaches:
+            letters = coach.letters or LETTERS_BY_CLASS[coach.seat_class]
+            for row in range(1, coach.rows + 1):
+                for letter in letters:
+                    out[coach.seat_class].append(SeatLabel(coach.number, row, letter))
+        return {c: tuple(v) for c, v in out.items() if v}
+
+    def depart_at(self, date: dt.date, stop: int) -> dt.datetime:
+        minutes = self.stops[stop].depart
+        assert minutes is not None, "no departure from the terminus"
+        return dt.datetime.combine(date, dt.time(0, 0), CST) + dt.timedelta(minutes=minutes)
+
+    def arrive_at(self, date: dt.date, stop: int) -> dt.datetime:
+        minutes = self.stops[stop].arrive
+        assert minutes is not None, "no arrival at the origin"
+        return dt.datetime.combine(date, dt.time(0, 0), CST) + dt.timedelta(minutes=minutes)
+
+
+class SeatLabel(msgspec.Struct, frozen=True, array_like=True):
+    coach: int
+    row: int
+    letter: str
+
+    @property
+    def seat(self) -> str:
+        return f"{self.row:02d}{self.letter}"
+
+
+class Timetable(msgspec.Struct, dict=True):
+    """Everything a railtix server sells. ``fare_per_km`` is in fen per kilometre per class."""
+
+    stations: tuple[Station, ...]
+    trains: tuple[Train, ...]
+    fare_per_km: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"business": 132.7, "first": 70.8, "second": 42.0}
+    )
+
+    @cached_property
+    def station_by_code(self) -> dict[str, Station]:
+        return {s.code: s for s in self.stations}
+
+    @cached_property
+    def train_by_number(self) -> dict[str, Train]:
+        return {t.number: t for t in self.trains}
+
+    @cached_property
+    def trains_at(self) -> dict[str, tuple[Train, ...]]:
+        """Trains that stop at each station, for search."""
+        out: dict[str, list[Train]] = {}
+        for t in self.trains:
+            for s in t.stops:
+                out.setdefault(s.station, []).append(t)
+        return {k: tuple(v) for k, v in out.items()}
+
+    @cached_property
+    def _names(self) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for s in self.stations:
+            for alias in (s.code, s.name, s.name_zh):
+                names[alias.casefold()] = s.code
+        return names
+
+    def resolve_station(self, text: str) -> Station | None:
+        """A station by telegraph code, English name or Chinese name, ignoring case."""
+        code = self._names.get(text.strip().casefold())
+        return self.station_by_code[code] if code else None
+
+    def suggest_stations(self, text: str, n: int = 3) -> list[str]:
+        """Closest station names for a misspelt one, as ``"Beijing South (VNP)"``."""
+        found = difflib.get_close_matches(text.strip().casefold(), list(self._names), n=n * 3, cutoff=0.5)
+        out: list[str] = []
+        for alias in found:
+            s = self.station_by_code[self._names[alias]]
+            label = f"{s.name} ({s.code})"
+            if label not in out:
+                out.append(label)
+        return out[:n]
+
+    def fare(self, train: Train, seat_class: str, start: int, end: int) -> int:
+        """Price of one ticket in fen, rounded to half a yuan as 12306 rounds (2.5 jiao up)."""
+        km = train.stops[end].km - train.stops[start].km
+        return round_half_yuan(km * self.fare_per_km[seat_class])
+
+
+def round_half_yuan(fen: float) -> int:
+    """Round an amount in fen to the nearest 50 fen; 25 and above rounds up."""
+    whole = int(fen)
+    units, rest = divmod(whole, 50)
+    return (units + (1 if rest >= 25 else 0)) * 50
+
+
+def ride_mask(start: int, end: int) -> int:
+    """Legs start..end-1 as bits."""
+    assert 0 <= start < end <= stops_per_train_max
+    return ((1 << end) - 1) ^ ((1 << start) - 1)
+
+
+def validate(timetable: Timetable) -> list[str]:
+    """Problems that make a timetable unusable, as sentences; empty when it is sound."""
+    problems: list[str] = []
+    codes = timetable.station_by_code
+    if len(codes) != len(timetable.stations):
+        problems.append("two stations share a telegraph code")
+    if len(timetable.train_by_number) != len(timetable.trains):
+        problems.append("two trains share a number")
+    for t in timetable.trains:
+        if not 2 <= len(t.stops) <= stops_per_train_max:
+            problems.append(f"{t.number}: needs 2..{stops_per_train_max} stops")
+            continue
+        if len(t.stop_index) != len(t.stops):
+            problems.append(f"{t.number}: stops at one station twice")
+        for s in t.stops:
+            if s.station not in codes:
+                problems.append(f"{t.number}: unknown station {s.station}")
+        times = []
+        for i, s in enumerate(t.stops):
+            if i > 0:
+                if s.arrive is None:
+                    problems.append(f"{t.number}: stop {i} has no arrival")
+                else:
+                    times.append(s.arrive)
+            if i < len(t.stops) - 1:
+                if s.depart is None:
+                    problems.append(f"{t.number}: stop {i} has no departure")
+                else:
+                    times.append(s.depart)
+        if times != sorted(times):
+            problems.append(f"{t.number}: times go backwards")
+        kms = [s.km for s in t.stops]
+        if kms != sorted(kms) or len(set(kms)) != len(kms):
+            problems.append(f"{t.number}: distances must increase")
+        for c in t.coaches:
+            if c.seat_class not in SEAT_CLASSES:
+                problems.append(f"{t.number}: coach {c.number} has unknown class {c.seat_class}")
+            if c.rows < 1:
+                problems.append(f"{t.number}: coach {c.number} has no rows")
+        if not t.coaches:
+            problems.append(f"{t.number}: has no coaches")
+    for cls in SEAT_CLASSES:
+        if cls not in timetable.fare_per_km:
+            problems.append(f"no fare for class {cls}")
+    return problems

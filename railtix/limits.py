@@ -1,0 +1,84 @@
+"""Every bound in railtix, in one place, each with the reason it has the value it has.
+
+Names carry the qualifier last (``line_size_max``), as TigerBeetle's style asks, so that related
+limits sort together. Over a limit a client gets a typed error (``too_large``, ``busy``,
+``too_many_in_flight``, ``timeout``), never a hang.
+"""
+
+from __future__ import annotations
+
+# --- wire -----------------------------------------------------------------------------------
+#: One TCP request line. The largest honest request (a buy for five passengers with long names)
+#: is under 2 KiB; 64 KiB leaves room for any client and bounds what one line can cost us.
+line_size_max = 64 * 1024
+
+#: Requests one connection may have in flight (sent, not yet answered). Pipelining beyond this
+#: gains a client nothing but queue space that belongs to others.
+in_flight_per_connection_max = 256
+
+#: Bytes of replies we buffer for a client that does not read. Past this we stop reading its
+#: requests (flow control by a high-water mark, as uvicorn does) until it drains.
+write_buffer_high = 256 * 1024
+write_buffer_low = 64 * 1024
+
+#: A client must send a full request line within this many seconds of connecting or of its
+#: previous line, or it is closed with ``timeout``: silent or trickling clients cannot hold a
+#: slot forever (the lecture's ``asyncio.wait_for``).
+read_deadline_s = 30.0
+
+#: Open connections per server process. Each costs a few KiB of buffers; 10,000 fits the bench's
+#: largest rush and stays far under the default file-descriptor limits we raise to.
+connections_max = 10_000
+
+#: HTTP request head and body sizes: a head of 16 KiB holds any browser's headers; bodies are
+#: JSON requests no larger than a TCP line.
+http_head_size_max = 16 * 1024
+http_body_size_max = line_size_max
+http_headers_count_max = 100
+
+# --- domain ---------------------------------------------------------------------------------
+#: Passengers per order, as on 12306.
+passengers_per_order_max = 5
+
+#: Days of presale, starting today, as on 12306 (15 days).
+presale_days = 15
+
+#: Minutes a held order keeps its seats before it expires unpaid (12306 gives 30 minutes).
+hold_minutes_default = 30
+
+#: Length of names, id numbers, user names, passwords and idempotency keys.
+name_length_max = 64
+id_no_length_max = 32
+user_length_max = 32
+password_length_min = 8
+password_length_max = 128
+key_length_max = 64
+
+#: Orders returned by one ``orders`` request, newest first.
+orders_page_max = 200
+
+# --- service --------------------------------------------------------------------------------
+#: Commands waiting for the writer, all connections together. A full queue means the disk is
+#: behind; we answer ``busy`` (retryable) rather than let memory and latency grow without bound.
+writer_queue_max = 50_000
+
+#: Commands applied in one store transaction. Large enough that one fsync serves thousands of
+#: purchases; small enough that a batch's transaction stays within tens of milliseconds.
+writer_batch_max = 2048
+
+#: Password hashes computed at once, and waiting. scrypt is deliberately slow (~50 ms and 16 MiB
+#: each); unbounded, a login storm would take all memory and CPU.
+auth_workers = 2
+auth_queue_max = 256
+
+#: Seconds between sweeps that expire unpaid holds.
+sweep_interval_s = 5.0
+
+#: Holds expired per sweep batch, so a sweep never becomes one enormous transaction.
+sweep_batch_max = 2048
+
+#: Tokens are valid this many days after login.
+token_days = 30
+
+#: Seconds the server waits for in-flight work when asked to stop before it forces.
+shutdown_grace_s = 10.0

@@ -1,0 +1,173 @@
+"""The default model: one event loop (uvloop when installed), protocols rather than streams.
+
+Lifecycle in named phases, as uvicorn has them: ``startup`` (open the service, bind), the main
+loop (until SIGINT/SIGTERM), ``shutdown`` (stop accepting, let every accepted request be
+answered, close connections, stop the writer). Commits arrive from the writer thread through
+``call_soon_threadsafe``, once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import cast
+
+from railtix import limits
+from railtix.core.errors import Refusal
+from railtix.serve.options import ServeOptions, listen
+from railtix.service.service import Service
+from railtix.service.session import Session
+
+log = logging.getLogger("railtix")
+
+
+class TcpConnection(asyncio.Protocol):
+    __slots__ = ("server", "session", "transport", "last_line", "timer", "paused")
+
+    def __init__(self, server: AsyncioServer) -> None:
+        self.server = server
+        self.session: Session = server.service.session(server.wake)
+        self.session.owner = self
+        self.transport: asyncio.Transport | None = None
+        self.last_line = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None
+        self.paused = False
+
+    # --- transport events ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports quack like asyncio.Transport without subclassing it
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(limits.write_buffer_high, limits.write_buffer_low)
+        srv = self.server
+        srv.connections.add(self)
+        if len(srv.connections) > limits.connections_max:
+            self.session.fail(Refusal("busy", "too many connections; try again shortly"))
+            self.flush()
+            return
+        if srv.closing:
+            self.session.fail(Refusal("shutting_down", "the server is stopping"))
+            self.flush()
+            return
+        self.timer = srv.loop.call_later(srv.read_deadline_s, self.check_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        if self.session.receive(data):
+            self.last_line = time.monotonic()
+        self.flush()
+
+    def eof_received(self) -> bool:
+        # the client has finished sending; answer what it asked, then close
+        if not self.session.waiting:
+            return False
+        self.session.close_after_output = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        # the client is not reading its replies: stop reading its requests
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+
+    # --- our own -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        t = self.transport
+        if t is None:
+            return
+        out = self.session.output()
+        if out:
+            t.write(out)
+        if self.session.close_after_output and not self.session.slots:
+            t.close()
+
+    def check_deadline(self) -> None:
+        if self.transport is None:
+            return
+        srv = self.server
+        idle = time.monotonic() - self.last_line
+        if idle >= srv.read_deadline_s and not self.session.waiting:
+            self.session.fail(Refusal("timeout", f"no complete request in {srv.read_deadline_s:g} s"))
+            self.flush()
+            return
+        wait = srv.read_deadline_s - idle if idle < srv.read_deadline_s else 1.0
+        self.timer = srv.loop.call_later(wait, self.check_deadline)
+
+
+class AsyncioServer:
+    def __init__(self, service: Service, loop: asyncio.AbstractEventLoop, read_deadline_s: float) -> None:
+        self.service = service
+        self.loop = loop
+        self.read_deadline_s = read_deadline_s
+        self.connections: set[TcpConnection] = set()
+        self.closing = False
+
+    def wake(self, sessions: list[Session]) -> None:
+        """From the writer thread: these sessions have replies ready."""
+        self.loop.call_soon_threadsafe(self._flush_sessions, sessions)
+
+    def _flush_sessions(self, sessions: list[Session]) -> None:
+        for s in sessions:
+            s.owner.flush()
+
+
+def install_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+async def serve(
+    service_factory: Callable[[], Service],
+    opts: ServeOptions,
+    stop: asyncio.Event | None = None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    # startup
+    service = service_factory().start()
+    server = AsyncioServer(service, loop, float(opts.extra.get("read_deadline_s", limits.read_deadline_s)))
+    sock = listen(opts.tcp_host, opts.tcp_port)
+    tcp = await loop.create_server(lambda: TcpConnection(server), sock=sock)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (RuntimeError, ValueError):  # not the main thread
+            pass
+    if opts.on_ready:
+        opts.on_ready({"tcp": sock.getsockname()[:2]})
+    # main loop
+    await stop.wait()
+    # shutdown: stop accepting, answer what was accepted, close
+    server.closing = True
+    tcp.close()
+    service.stopping = True
+    deadline = loop.time() + limits.shutdown_grace_s
+    while any(c.session.waiting for c in server.connections) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    for c in list(server.connections):
+        c.flush()
+        if c.transport is not None:
+            c.transport.close()
+    await loop.run_in_executor(None, service.stop)
+
+
+def run(service_factory: Callable[[], Service], opts: ServeOptions) -> None:
+    install_uvloop()
+    asyncio.run(serve(service_factory, opts))

@@ -1,0 +1,264 @@
+"""The batch transaction: many commands, one store transaction, one commit.
+
+The writer hands a batch here. Inside one transaction we check idempotency keys, load the
+orders and runs the batch touches (a run's seat maps are re-read only if its stored version
+moved since this process last saw it), apply each command with ``core`` to copies of the run
+states, write the changed orders, maps and keys, and commit. Only then are the copies published
+to readers and the replies released. A refused command changes nothing; a command that fails
+unexpectedly aborts the transaction and the batch is retried without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from railtix import limits
+from railtix.core.errors import Refusal
+from railtix.core.inventory import Layouts, RunState, change_status, hold_lapsed, place_order
+from railtix.core.orders import Order, Passenger, Status, refund_fee
+from railtix.core.rides import Ride
+from railtix.core.timetable import Timetable
+from railtix.service.runs import RunCache, build_state
+from railtix.store.base import Store, Tx, encode_maps
+from railtix.wire import render
+from railtix.wire.tcp import error_body, ok_body
+
+MUTATIONS = frozenset({"buy", "pay", "cancel", "refund"})
+
+
+@dataclass(slots=True)
+class Command:
+    """One request for the writer. ``body`` is filled with the reply's JSON (without ``id``)."""
+
+    op: str  #: buy | pay | cancel | refund | register | login | sweep
+    source: Hashable  #: the connection, for round-robin fairness
+    user: int = 0
+    req: Any = None
+    ride: Ride | None = None
+    key: str | None = None
+    fingerprint: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    body: bytes | None = None
+    #: the Session waiting for the reply (None for the sweeper's commands)
+    session: Any = None
+
+
+class CommandFailed(Exception):
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def new_order_id() -> str:
+    """'E' and 16 base32 characters: 80 random bits, unguessable, short enough to read out."""
+    return "E" + base64.b32encode(secrets.token_bytes(10)).decode()
+
+
+class Batch:
+    """Applies batches for one process. Lives in the writer thread."""
+
+    def __init__(
+        self, store: Store, cache: RunCache, timetable: Timetable, hold_s: float,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.timetable = timetable
+        self.layouts = Layouts(timetable)
+        self.hold_s = hold_s
+        self.after_commit: list[Callable[[], None]] = []
+
+    def apply(self, cmds: list[Command], now: float) -> None:
+        """Fill every command's ``body``; retry without commands that fail unexpectedly."""
+        todo = list(cmds)
+        while todo:
+            try:
+                self._once(todo, now)
+                return
+            except CommandFailed as f:
+                bad = todo.pop(f.index)
+                bad.body = error_body(Refusal("internal_error", "the request failed; nothing was changed"))
+                for c in todo:
+                    c.body = None
+            except Exception:
+                for c in todo:
+                    c.body = error_body(
+                        Refusal("internal_error", "the database could not commit; nothing was changed")
+                    )
+                return
+
+    def _once(self, cmds: list[Command], now: float) -> None:
+        self.after_commit = []
+        tx = self.store.begin()
+        try:
+            run = _Run(self, tx, cmds, now)
+            for i, c in enumerate(cmds):
+                try:
+                    run.one(c)
+                except Exception as e:
+                    raise CommandFailed(i) from e
+            run.write()
+            tx.commit()
+        except BaseException:
+            tx.rollback()
+            raise
+        self.cache.publish(list(run.states.values()))
+        for action in self.after_commit:
+            action()
+
+
+class _Run:
+    """The working set of one attempt at a batch."""
+
+    def __init__(self, batch: Batch, tx: Tx, cmds: list[Command], now: float) -> None:
+        self.b = batch
+        self.tx = tx
+        self.now = now
+        self.keys: dict[tuple[int, str], tuple[str, bytes]] = {}
+        self.new_keys: list[tuple[int, str, str, bytes]] = []
+        self.changed: dict[str, Order] = {}
+        self.dirty: set[str] = set()
+        ids = [c.req.order for c in cmds if c.op in ("pay", "cancel", "refund")]
+        self.orders: dict[str, Order] = tx.orders(ids) if ids else {}
+        for c in cmds:
+            if c.op == "sweep":
+                lapsed = tx.held_until_before(now, limits.sweep_batch_max)
+                c.args["orders"] = [o.id for o in lapsed]
+                self.orders.update((o.id, o) for o in lapsed)
+        runs = {c.ride.run for c in cmds if c.ride is not None} | {o.run for o in self.orders.values()}
+        self.versions = tx.lock_runs(sorted(runs)) if runs else {}
+        self.states: dict[str, RunState] = {}
+
+    def state(self, train_no: str, date: str) -> RunState:
+        run = f"{train_no}@{date}"
+        s = self.states.get(run)
+        if s is None:
+            cached = self.b.cache.cached(run)
+            if cached is not None and cached.version == self.versions.get(run, 0):
+                s = cached.copy()
+            else:
+                train = self.b.timetable.train_by_number[train_no]
+                s = build_state(train, date, self.tx.run_row(run), self.tx.live_orders(run))
+            self.states[run] = s
+        return s
+
+    def save(self, order: Order, *, maps_changed: bool = True) -> None:
+        self.orders[order.id] = order
+        self.changed[order.id] = order
+        if maps_changed:
+            self.dirty.add(order.run)
+
+    def remember(self, c: Command) -> None:
+        if c.key is not None and c.body is not None:
+            self.keys[(c.user, c.key)] = (c.fingerprint, c.body)
+            self.new_keys.append((c.user, c.key, c.fingerprint, c.body))
+
+    def mine(self, c: Command) -> Order:
+        o = self.orders.get(c.req.order)
+        if o is None or o.user != c.user:
+            raise Refusal("not_found", f"you have no order {c.req.order}")
+        return o
+
+    def one(self, c: Command) -> None:
+        if c.key is not None:
+            hit = self.keys.get((c.user, c.key)) or self.tx.key(c.user, c.key)
+            if hit is not None:
+                fingerprint, body = hit
+                c.body = body if fingerprint == c.fingerprint else error_body(
+                    Refusal(
+                        "key_reused_with_different_request",
+                        f"key {c.key!r} was used for a different request; use a new key",
+                    )
+                )
+                return
+        try:
+            getattr(self, "_" + c.op)(c)
+        except Refusal as r:
+            c.body = error_body(r)
+        self.remember(c)
+
+    # --- the commands -------------------------------------------------------------------
+    def _buy(self, c: Command) -> None:
+        ride, req = c.ride, c.req
+        assert ride is not None
+        s = self.state(ride.train.number, ride.date)
+        order = place_order(
+            s, self.b.layouts, self.b.timetable,
+            order_id=new_order_id(), user=c.user, start=ride.start, end=ride.end,
+            seat_class=req.seat_class,
+            passengers=[Passenger(p.name, p.id_no) for p in req.passengers],
+            letters=req.seats, now=self.now, departs=ride.departs, hold_s=self.b.hold_s,
+        )
+        self.save(order)
+        c.body = ok_body({"order": render.order(order)})
+
+    def _pay(self, c: Command) -> None:
+        o = self.mine(c)
+        s = self.state(o.train, o.date)
+        if hold_lapsed(o, self.now):
+            self.save(change_status(s, o, "expire", self.now))
+            c.body = error_body(Refusal("hold_expired", f"order {o.id} was not paid in time; its seats are released"))
+            return
+        paid = change_status(s, o, "pay", self.now)
+        self.save(paid, maps_changed=False)
+        c.body = ok_body({"order": render.order(paid)})
+
+    def _cancel(self, c: Command) -> None:
+        o = self.mine(c)
+        s = self.state(o.train, o.date)
+        event = "expire" if hold_lapsed(o, self.now) else "cancel"
+        done = change_status(s, o, event, self.now)
+        self.save(done)
+        c.body = ok_body({"order": render.order(done)})
+
+    def _refund(self, c: Command) -> None:
+        o = self.mine(c)
+        if o.status is not Status.PAID:
+            raise Refusal("order_not_refundable", f"order {o.id} is {o.status.value}; only paid orders are refunded")
+        fee = sum(refund_fee(t.price, o.departs, self.now) for t in o.tickets)
+        s = self.state(o.train, o.date)
+        done = change_status(s, o, "refund", self.now, refund=o.price - fee, fee=fee)
+        self.save(done)
+        c.body = ok_body({"order": render.order(done)})
+
+    def _sweep(self, c: Command) -> None:
+        expired = 0
+        for oid in c.args.get("orders", []):
+            o = self.orders[oid]
+            if hold_lapsed(o, self.now):
+                self.save(change_status(self.state(o.train, o.date), o, "expire", self.now))
+                expired += 1
+        c.body = ok_body({"expired": expired})
+
+    def _register(self, c: Command) -> None:
+        name = c.args["name"]
+        uid = self.tx.add_user(name, c.args["pw_hash"], self.now)
+        if uid is None:
+            raise Refusal("user_exists", f"the user name {name!r} is taken")
+        c.body = ok_body({"user": name})
+
+    def _login(self, c: Command) -> None:
+        self.tx.add_token(c.args["token_hash"], c.user, c.args["expires"])
+        c.body = ok_body(
+            {"token": c.args["token"], "user": c.args["name"], "expires": render.when(c.args["expires"])}
+        )
+        cache_token = c.args.get("cache")
+        if cache_token is not None:
+            self.b.after_commit.append(cache_token)
+
+    def write(self) -> None:
+        if self.changed:
+            self.tx.put_orders(list(self.changed.values()))
+        rows = []
+        for run in sorted(self.dirty):
+            s = self.states[run]
+            s.version = self.versions.get(run, 0) + 1
+            rows.append((run, s.version, encode_maps(s.maps)))
+        if rows:
+            self.tx.put_runs(rows)
+        if self.new_keys:
+            self.tx.put_keys(self.new_keys)
+

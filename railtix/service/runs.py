@@ -1,0 +1,73 @@
+"""The committed inventory of every run this process has seen, loaded from the store on demand.
+
+Readers (search, availability) take states from here and never wait for the writer. The writer
+swaps a new state in only after its transaction commits. When the store is shared with other
+processes, a reader first asks the store for the runs' versions (one query for a whole search)
+and reloads the runs that changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from railtix.core.inventory import RunState, run_id
+from railtix.core.orders import Order
+from railtix.core.timetable import Train
+from railtix.store.base import Store, decode_maps
+
+
+def build_state(train: Train, date: str, row: tuple[int, bytes] | None, live: list[Order]) -> RunState:
+    """A run's state from its stored row and its live orders (for the passenger index)."""
+    if row is None:
+        state = RunState.empty(train, date)
+    else:
+        version, blob = row
+        state = RunState(run_id(train.number, date), train, date, decode_maps(blob, train), {}, version)
+    for o in live:
+        for t in o.tickets:
+            state.passengers.setdefault(t.id_no, {})[o.id] = o.mask
+    return state
+
+
+class RunCache:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._runs: dict[str, RunState] = {}
+        self._load_lock = threading.Lock()
+
+    def get(self, train: Train, date: str) -> RunState:
+        state = self._runs.get(run_id(train.number, date))
+        if state is None:
+            state = self._load(train, date)
+        return state
+
+    def many(self, rides: Sequence[tuple[Train, str]]) -> dict[str, RunState]:
+        """Committed states of several runs; fresh from the store when it is shared."""
+        out: dict[str, RunState] = {}
+        for t, d in rides:
+            out[run_id(t.number, d)] = self.get(t, d)
+        if self._store.shared and out:
+            stored = self._store.run_versions(list(out))
+            for (t, d) in rides:
+                r = run_id(t.number, d)
+                if stored.get(r, 0) != out[r].version:
+                    out[r] = self._load(t, d)
+        return out
+
+    def _load(self, train: Train, date: str) -> RunState:
+        run = run_id(train.number, date)
+        with self._load_lock:
+            state = build_state(train, date, self._store.run_row(run), self._store.live_orders(run))
+            current = self._runs.get(run)
+            if current is None or current.version <= state.version:
+                self._runs[run] = state
+            return self._runs[run]
+
+    def cached(self, run: str) -> RunState | None:
+        return self._runs.get(run)
+
+    def publish(self, states: Sequence[RunState]) -> None:
+        """Committed states from the writer."""
+        for s in states:
+            self._runs[s.run] = s

@@ -1,0 +1,346 @@
+"""The service: every request of every transport goes through ``dispatch``.
+
+Reads (hello, stations, search, train, orders, order) are answered at once from committed
+state and never wait for the writer. Mutations are validated here against the timetable and
+the clock, then queued for the writer, and answered after their batch commits. Password hashing
+runs in a small bounded pool so that it stalls no connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+import railtix
+from railtix import limits
+from railtix.core import rides
+from railtix.core.errors import Refusal
+from railtix.core.timetable import Timetable, validate
+from railtix.service import auth
+from railtix.service.batch import MUTATIONS, Batch, Command
+from railtix.service.runs import RunCache
+from railtix.service.session import Session, Waker
+from railtix.service.writer import Writer
+from railtix.store import open_store
+from railtix.store.base import Store
+from railtix.wire import messages as m
+from railtix.wire import render
+from railtix.wire.tcp import encode_error, encode_ok
+
+log = logging.getLogger("railtix")
+
+Clock = Callable[[], float]
+
+#: Tokens remembered in memory per process (beyond this the cache starts afresh; the store
+#: still knows every token).
+token_cache_max = 100_000
+
+_fingerprint_encoder = msgspec.json.Encoder()
+
+
+def fingerprint(req: Any) -> str:
+    """What the request asks for, without its id or token: equal requests, equal prints."""
+    same = msgspec.structs.replace(req, id=None, token="")
+    return hashlib.blake2b(_fingerprint_encoder.encode(same), digest_size=12).hexdigest()
+
+
+def load_timetable(store: Store, timetable: Timetable | None = None) -> Timetable:
+    """The store's timetable; on first start, the given one or the demo timetable."""
+    found = store.get_timetable()
+    if found is not None:
+        return found
+    if timetable is None:
+        from railtix.demo.timetable import demo_timetable
+
+        timetable = demo_timetable()
+    problems = validate(timetable)
+    if problems:
+        raise ValueError("timetable is not usable: " + "; ".join(problems[:5]))
+    store.put_timetable(timetable)
+    return timetable
+
+
+class Service:
+    def __init__(
+        self,
+        store: Store,
+        timetable: Timetable | None = None,
+        *,
+        hold_minutes: float = limits.hold_minutes_default,
+        clock: Clock = time.time,
+        sweep_interval_s: float = limits.sweep_interval_s,
+    ) -> None:
+        self.store = store
+        self.timetable = load_timetable(store, timetable)
+        self.clock = clock
+        self.hold_s = hold_minutes * 60
+        self.cache = RunCache(store)
+        self.batch = Batch(store, self.cache, self.timetable, self.hold_s)
+        self.writer = Writer(self._apply)
+        self._auth = ThreadPoolExecutor(limits.auth_workers, thread_name_prefix="railtix-auth")
+        self._auth_waiting = 0
+        self._auth_lock = threading.Lock()
+        self._tokens: dict[bytes, tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._sweep_interval_s = sweep_interval_s
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="railtix-sweeper", daemon=True)
+        self.stopping = False
+        self._handlers: dict[type, Callable[[Session, Any], None]] = {
+            m.Hello: self._hello,
+            m.Register: self._register,
+            m.Login: self._login,
+            m.Stations: self._stations,
+            m.Search: self._search,
+            m.TrainInfo: self._train,
+            m.Buy: self._mutate,
+            m.Pay: self._mutate,
+            m.Cancel: self._mutate,
+            m.Refund: self._mutate,
+            m.Orders: self._orders,
+            m.OrderGet: self._order,
+        }
+
+    @classmethod
+    def open(cls, database: str, **kwargs: Any) -> Service:
+        return cls(open_store(database), **kwargs)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> Service:
+        self.writer.start()
+        self._sweeper.start()
+        return self
+
+    def stop(self) -> None:
+        """Refuse new work, finish what was accepted, then close the store."""
+        self.stopping = True
+        self._stop.set()
+        self._auth.shutdown(wait=True)
+        self.writer.stop()
+        self.store.close()
+
+    def session(self, waker: Waker) -> Session:
+        return Session(self, waker)
+
+    # --- dispatch -----------------------------------------------------------------------------
+    def dispatch(self, session: Session, req: Any) -> None:
+        try:
+            self._handlers[type(req)](session, req)
+        except Refusal as r:
+            session.reply(encode_error(req.id, r))
+        except Exception:
+            log.exception("request failed: %s", type(req).__name__)
+            session.reply(encode_error(req.id, Refusal("internal_error", "the request failed; nothing was changed")))
+
+    def _submit(self, session: Session, command: Command) -> None:
+        command.session = session
+        if self.stopping:
+            raise Refusal("shutting_down", "the server is stopping")
+        if not self.writer.submit(command.source, command):
+            raise Refusal("busy", "too many purchases are waiting; try again in a moment")
+        session.wait_for(command)
+
+    def _apply(self, commands: list[Command]) -> None:
+        """The writer's step: one transaction for the batch, then wake the waiting sessions."""
+        try:
+            self.batch.apply(commands, self.clock())
+        except BaseException:  # never leave a client waiting, whatever happened
+            log.exception("batch failed")
+            for c in commands:
+                if c.body is None:
+                    c.body = b'{"ok":false,"error":{"code":"internal_error","message":"the batch failed","retry":true}}'
+        self._wake(commands)
+
+    def _wake(self, commands: list[Command]) -> None:
+        by_waker: dict[int, tuple[Waker, list[Session]]] = {}
+        for c in commands:
+            s = c.session
+            if s is not None:
+                entry = by_waker.setdefault(id(s.waker), (s.waker, []))
+                if s not in entry[1]:
+                    entry[1].append(s)
+        for waker, sessions in by_waker.values():
+            waker(sessions)
+
+    # --- users --------------------------------------------------------------------------------
+    def user_of(self, token: str) -> int:
+        h = auth.token_hash(token)
+        now = self.clock()
+        hit = self._tokens.get(h)
+        if hit is None:
+            uid = self.store.token_user(h, now)
+            if uid is None:
+                raise Refusal("unauthorized", "log in first; the token is missing, unknown or expired")
+            # expiry is re-checked against the store after the cached copy's own deadline
+            hit = (uid, now + 3600)
+            if len(self._tokens) >= token_cache_max:
+                self._tokens.clear()
+            self._tokens[h] = hit
+        if hit[1] <= now:
+            del self._tokens[h]
+            return self.user_of(token)
+        return hit[0]
+
+    def _in_auth_pool(self, session: Session, command: Command, work: Callable[[], None]) -> None:
+        with self._auth_lock:
+            if self._auth_waiting >= limits.auth_queue_max:
+                raise Refusal("busy", "too many logins at once; try again in a moment")
+            self._auth_waiting += 1
+        command.session = session
+        session.wait_for(command)
+
+        def run() -> None:
+            try:
+                work()
+            except Refusal as r:
+                from railtix.wire.tcp import error_body
+
+                command.body = error_body(r)
+                self._wake([command])
+            except Exception:
+                log.exception("auth failed")
+                command.body = b'{"ok":false,"error":{"code":"internal_error","message":"login failed","retry":true}}'
+                self._wake([command])
+            finally:
+                with self._auth_lock:
+                    self._auth_waiting -= 1
+
+        self._auth.submit(run)
+
+    def _queue_from_pool(self, command: Command) -> None:
+        if self.stopping:
+            raise Refusal("shutting_down", "the server is stopping")
+        if not self.writer.submit(command.source, command):
+            raise Refusal("busy", "the server is busy; try again in a moment")
+
+    def _register(self, session: Session, req: m.Register) -> None:
+        if len(req.password) < limits.password_length_min:
+            raise Refusal("weak_password", f"a password needs at least {limits.password_length_min} characters")
+        command = Command("register", source=id(session), req=req)
+
+        def work() -> None:
+            command.args = {"name": req.user, "pw_hash": auth.hash_password(req.password)}
+            self._queue_from_pool(command)
+
+        self._in_auth_pool(session, command, work)
+
+    def _login(self, session: Session, req: m.Login) -> None:
+        command = Command("login", source=id(session), req=req)
+
+        def work() -> None:
+            row = self.store.user(req.user)
+            ok = auth.check_password(req.password, row[1] if row else auth.DUMMY_HASH)
+            if row is None or not ok:
+                raise Refusal("bad_credentials", "user name or password is wrong")
+            token = auth.new_token()
+            h = auth.token_hash(token)
+            expires = self.clock() + limits.token_days * 86400
+            uid = row[0]
+            command.user = uid
+
+            def remember() -> None:
+                self._tokens[h] = (uid, min(expires, self.clock() + 3600))
+
+            command.args = {"token": token, "token_hash": h, "expires": expires, "name": req.user, "cache": remember}
+            self._queue_from_pool(command)
+
+        self._in_auth_pool(session, command, work)
+
+    # --- mutations ----------------------------------------------------------------------------
+    def _mutate(self, session: Session, req: m.Buy | m.Pay | m.Cancel | m.Refund) -> None:
+        user = self.user_of(req.token)
+        ride = None
+        if isinstance(req, m.Buy):
+            ride = rides.ride(
+                self.timetable, req.train, req.date, req.from_, req.to, self.clock(), limits.presale_days
+            )
+        op = req.__struct_config__.tag
+        assert op in MUTATIONS
+        self._submit(
+            session,
+            Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=fingerprint(req)),
+        )
+
+    # --- reads --------------------------------------------------------------------------------
+    def _hello(self, session: Session, req: m.Hello) -> None:
+        session.reply(
+            encode_ok(
+                req.id,
+                {
+                    "server": "railtix",
+                    "version": railtix.__version__,
+                    "protocol": railtix.PROTOCOL_VERSION,
+                    "ops": list(m.OPS),
+                    "limits": {
+                        "line_size_max": limits.line_size_max,
+                        "in_flight_per_connection_max": limits.in_flight_per_connection_max,
+                        "read_deadline_s": limits.read_deadline_s,
+                        "passengers_per_order_max": limits.passengers_per_order_max,
+                        "presale_days": limits.presale_days,
+                        "hold_minutes": self.hold_s / 60,
+                    },
+                },
+            )
+        )
+
+    def _stations(self, session: Session, req: m.Stations) -> None:
+        session.reply(encode_ok(req.id, {"stations": [render.station(s) for s in self.timetable.stations]}))
+
+    def _search(self, session: Session, req: m.Search) -> None:
+        tt = self.timetable
+        now = self.clock()
+        a = rides.station(tt, req.from_)
+        day = rides.parse_date(req.date, now, limits.presale_days).isoformat()
+        states = self.cache.many([(t, day) for t in tt.trains_at.get(a.code, ())])
+        trains = rides.search(
+            tt, req.from_, req.to, req.date, now, limits.presale_days,
+            lambda t, d: states[f"{t.number}@{d}"],
+        )
+        session.reply(encode_ok(req.id, {"date": day, "trains": trains}))
+
+    def _train(self, session: Session, req: m.TrainInfo) -> None:
+        t = rides.train(self.timetable, req.train)
+        body: dict[str, Any] = {
+            "train": t.number,
+            "line": t.line,
+            "stops": render.train_stops(self.timetable, t.number, rides.hhmm),
+            "seats": {c: len(s) for c, s in t.seats.items()},
+        }
+        if req.date is not None:
+            day = rides.parse_date(req.date, self.clock(), limits.presale_days).isoformat()
+            body["date"] = day
+            state = self.cache.many([(t, day)])[f"{t.number}@{day}"]
+            from railtix.core.seats import available
+            from railtix.core.timetable import ride_mask
+
+            full = ride_mask(0, len(t.stops) - 1)
+            body["left_whole_way"] = {c: available(occ, full) for c, occ in state.maps.items()}
+        session.reply(encode_ok(req.id, body))
+
+    def _orders(self, session: Session, req: m.Orders) -> None:
+        user = self.user_of(req.token)
+        orders = self.store.orders_of(user, req.limit)
+        session.reply(encode_ok(req.id, {"orders": [render.order(o) for o in orders]}))
+
+    def _order(self, session: Session, req: m.OrderGet) -> None:
+        user = self.user_of(req.token)
+        o = self.store.order(req.order)
+        if o is None or o.user != user:
+            raise Refusal("not_found", f"you have no order {req.order}")
+        session.reply(encode_ok(req.id, {"order": render.order(o)}))
+
+    # --- hold expiry --------------------------------------------------------------------------
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self._sweep_interval_s):
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Queue one expiry pass through the writer (the same path as every other change)."""
+        if not self.stopping and self.store.lapsed_holds(self.clock()):
+            self.writer.submit("sweeper", Command("sweep", source="sweeper"))

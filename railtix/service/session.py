@@ -1,0 +1,97 @@
+"""One client connection's state, whatever the serving model: codec, replies in order, flow.
+
+A serving model feeds the bytes it reads to ``receive`` and writes what ``output`` returns. Replies
+leave in request order even when a read is answered at once and an earlier purchase waits for
+its commit: each request takes a slot, and ``output`` releases the ready slots at the head.
+When a commit answers a slot, the writer calls the session's ``waker`` (the model's way of being
+told, from another thread, that output is ready).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from railtix import limits
+from railtix.core.errors import Refusal
+from railtix.wire.tcp import NEED_DATA, BadRequest, BrokenFraming, LineCodec, encode_error, with_id
+
+if TYPE_CHECKING:
+    from railtix.service.batch import Command
+    from railtix.service.service import Service
+
+Waker = Callable[[list["Session"]], None]
+
+
+class Session:
+    __slots__ = ("service", "codec", "slots", "waker", "close_after_output", "owner", "__weakref__")
+
+    def __init__(self, service: Service, waker: Waker) -> None:
+        self.service = service
+        self.codec = LineCodec()
+        self.slots: deque[bytes | Command] = deque()
+        self.waker = waker
+        #: set after a framing error or a timeout: write what is ready, then close
+        self.close_after_output = False
+        #: the serving model's own object for this connection (whatever it needs to flush)
+        self.owner: Any = None
+
+    def receive(self, data: bytes) -> int:
+        """Take bytes from the client; returns how many complete requests they finished."""
+        self.codec.receive_data(data)
+        lines = 0
+        while not self.close_after_output:
+            event = self.codec.next_event()
+            if event is NEED_DATA:
+                break
+            lines += 1
+            if isinstance(event, BrokenFraming):
+                self.fail(event.refusal)
+            elif isinstance(event, BadRequest):
+                self.slots.append(encode_error(event.id, event.refusal))
+            elif len(self.slots) >= limits.in_flight_per_connection_max:
+                self.slots.append(
+                    encode_error(
+                        event.id,
+                        Refusal("too_many_in_flight", f"at most {limits.in_flight_per_connection_max} requests may await replies"),
+                    )
+                )
+            else:
+                self.service.dispatch(self, event)
+        return lines
+
+    def reply(self, line: bytes) -> None:
+        self.slots.append(line)
+
+    def wait_for(self, command: Command) -> None:
+        self.slots.append(command)
+
+    def fail(self, refusal: Refusal, rid: Any = None) -> None:
+        """Answer once more and close: the stream cannot go on (framing, deadline, shutdown)."""
+        self.slots.append(encode_error(rid, refusal))
+        self.close_after_output = True
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.slots)
+
+    @property
+    def waiting(self) -> bool:
+        """True while some request is still waiting for a commit."""
+        return any(not isinstance(s, bytes) for s in self.slots)
+
+    def output(self) -> bytes:
+        """Replies ready at the head of the line, in request order."""
+        slots = self.slots
+        out: list[bytes] = []
+        while slots:
+            head = slots[0]
+            if isinstance(head, bytes):
+                out.append(head)
+            elif head.body is not None:
+                out.append(with_id(head.req.id if head.req is not None else None, head.body))
+            else:
+                break
+            slots.popleft()
+        return b"".join(out)

@@ -1,0 +1,109 @@
+"""One writer per process: a bounded queue, round-robin batches, group commit.
+
+Connections put commands in; one thread takes what is waiting, one command per connection in
+turn (the lecture's round-robin scheduler: a client pipelining thousands of requests cannot
+starve the rest), up to ``writer_batch_max``, applies the batch in one store transaction and only
+after the commit hands each command its reply. One fsync serves the whole batch; under load
+batches grow by themselves, which is what group commit means.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from railtix import limits
+
+
+class Writer:
+    def __init__(
+        self,
+        apply: Callable[[list[Any]], None],
+        queue_max: int = limits.writer_queue_max,
+        batch_max: int = limits.writer_batch_max,
+        name: str = "railtix-writer",
+    ) -> None:
+        self._apply = apply
+        self._queue_max = queue_max
+        self._batch_max = batch_max
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._queues: dict[Hashable, deque[Any]] = {}
+        self._ring: deque[Hashable] = deque()
+        self._size = 0
+        self._stopping = False
+        self._busy = False
+        self._idle = threading.Condition(self._lock)
+        self.batches = 0
+        self.commands = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, source: Hashable, command: Any) -> bool:
+        """Queue a command from ``source`` (a connection); False when the queue is full."""
+        with self._lock:
+            if self._size >= self._queue_max or self._stopping:
+                return False
+            q = self._queues.get(source)
+            if q is None:
+                q = self._queues[source] = deque()
+                self._ring.append(source)
+            q.append(command)
+            self._size += 1
+            if self._size == 1:
+                self._work.notify()
+            return True
+
+    @property
+    def queued(self) -> int:
+        return self._size
+
+    def _take(self) -> list[Any]:
+        batch: list[Any] = []
+        ring, queues = self._ring, self._queues
+        while ring and len(batch) < self._batch_max:
+            source = ring.popleft()
+            q = queues[source]
+            batch.append(q.popleft())
+            if q:
+                ring.append(source)
+            else:
+                del queues[source]
+        self._size -= len(batch)
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._size and not self._stopping:
+                    self._work.wait()
+                if not self._size and self._stopping:
+                    self._busy = False
+                    self._idle.notify_all()
+                    return
+                batch = self._take()
+                self._busy = True
+            self._apply(batch)  # must not raise: it answers every command itself
+            self.batches += 1
+            self.commands += len(batch)
+            with self._lock:
+                self._busy = False
+                if not self._size:
+                    self._idle.notify_all()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is committed and answered."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._size and not self._busy, timeout)
+
+    def stop(self, timeout: float = limits.shutdown_grace_s) -> None:
+        """Finish what is queued, refuse new work, and end the thread."""
+        with self._lock:
+            self._stopping = True
+            self._work.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

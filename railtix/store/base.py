@@ -1,0 +1,103 @@
+"""What every store offers, and the row encodings they share.
+
+Reads may come from any thread (each gets its own connection). Writes happen only inside a
+``Tx`` opened by the one writer of the process: ``begin()`` opens it, ``lock_runs(runs)`` locks
+the runs it names in sorted order, until ``commit()`` or ``rollback()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import msgspec
+
+from railtix.core.orders import Order
+from railtix.core.seats import SeatMap, map_from_bytes, map_to_bytes
+from railtix.core.timetable import Timetable, Train
+
+_order_encoder = msgspec.msgpack.Encoder()
+_order_decoder = msgspec.msgpack.Decoder(Order)
+_maps_decoder = msgspec.msgpack.Decoder(dict[str, bytes])
+
+
+def encode_order(order: Order) -> bytes:
+    return _order_encoder.encode(order)
+
+
+def decode_order(blob: bytes) -> Order:
+    return _order_decoder.decode(blob)
+
+
+def encode_maps(maps: dict[str, SeatMap]) -> bytes:
+    return _order_encoder.encode({c: map_to_bytes(m) for c, m in maps.items()})
+
+
+def decode_maps(blob: bytes, train: Train) -> dict[str, SeatMap]:
+    raw = _maps_decoder.decode(blob)
+    return {c: map_from_bytes(raw[c], len(seats)) for c, seats in train.seats.items()}
+
+
+class Tx(Protocol):
+    def lock_runs(self, runs: list[str]) -> dict[str, int]:
+        """Lock the runs (sorted) for this transaction; their stored versions (absent: never sold)."""
+
+    def run_row(self, run: str) -> tuple[int, bytes] | None: ...
+
+    def live_orders(self, run: str) -> list[Order]: ...
+
+    def orders(self, ids: list[str]) -> dict[str, Order]: ...
+
+    def key(self, user: int, key: str) -> tuple[str, bytes] | None: ...
+
+    def held_until_before(self, now: float, limit: int) -> list[Order]: ...
+
+    def put_orders(self, orders: list[Order]) -> None: ...
+
+    def put_runs(self, rows: list[tuple[str, int, bytes]]) -> None: ...
+
+    def put_keys(self, rows: list[tuple[int, str, str, bytes]]) -> None: ...
+
+    def add_user(self, name: str, pw_hash: str, now: float) -> int | None:
+        """New user's id, or None when the name is taken."""
+
+    def add_token(self, token_hash: bytes, user: int, expires: float) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class Store(Protocol):
+    url: str
+    #: True when other processes may write the same database (then cached runs are checked).
+    shared: bool
+
+    def get_timetable(self) -> Timetable | None: ...
+
+    def put_timetable(self, timetable: Timetable) -> None: ...
+
+    def begin(self) -> Tx: ...
+
+    def run_row(self, run: str) -> tuple[int, bytes] | None: ...
+
+    def run_versions(self, runs: list[str]) -> dict[str, int]: ...
+
+    def live_orders(self, run: str) -> list[Order]: ...
+
+    def user(self, name: str) -> tuple[int, str] | None: ...
+
+    def token_user(self, token_hash: bytes, now: float) -> int | None: ...
+
+    def order(self, order_id: str) -> Order | None: ...
+
+    def orders_of(self, user: int, limit: int) -> list[Order]: ...
+
+    def lapsed_holds(self, now: float) -> bool:
+        """Whether some held order's hold has run out (the sweeper's cheap check)."""
+
+    def all_orders(self) -> Iterator[Order]: ...
+
+    def all_runs(self) -> Iterator[tuple[str, int, bytes]]: ...
+
+    def close(self) -> None: ...

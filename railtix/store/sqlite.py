@@ -1,0 +1,264 @@
+"""The SQLite store: WAL, ``synchronous=FULL``, numbered migrations, one writer transaction.
+
+SQLite has one writer at a time; ``BEGIN IMMEDIATE`` takes that lock for the whole batch, so the
+runs a batch names are locked together (and therefore in a fixed order). Readers use their own
+connection per thread and never wait for the writer (WAL). ``:memory:`` gives a shared-cache
+in-memory database, for tests and teaching only: it is not durable.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+
+import msgspec
+
+from railtix.core.orders import Order
+from railtix.core.timetable import Timetable
+from railtix.store.base import decode_order, encode_order
+
+#: How long a connection waits for another process's write lock before failing (ms). Long
+#: enough for a big batch of a sibling worker, short enough that a stuck lock surfaces.
+busy_timeout_ms = 10_000
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(number, sql) of every migration shipped with railtix, in order."""
+    out = []
+    for entry in importlib.resources.files("railtix.store.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+class SqliteStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.shared = False
+        if url == ":memory:":
+            self._target = f"file:railtix-{uuid.uuid4().hex}?mode=memory&cache=shared"
+            self._uri = True
+        else:
+            self._target = url.removeprefix("sqlite://")
+            self._uri = False
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        # the first connection keeps a :memory: database alive and runs the migrations
+        self._keeper = self._connect()
+        self._migrate(self._keeper)
+
+    # --- connections -----------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._target, uri=self._uri, isolation_level=None, check_same_thread=False,
+            timeout=busy_timeout_ms / 1000,
+        )
+        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        if not self._uri:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            have = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, sql in migrations():
+                if number > have:
+                    for statement in sql.split(";\n"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+    # --- timetable -------------------------------------------------------------------------
+    def get_timetable(self) -> Timetable | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key='timetable'").fetchone()
+        return msgspec.json.decode(row[0], type=Timetable) if row else None
+
+    def put_timetable(self, timetable: Timetable) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('timetable', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (msgspec.json.encode(timetable),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # --- reads -----------------------------------------------------------------------------
+    def run_row(self, run: str) -> tuple[int, bytes] | None:
+        return _run_row(self._conn, run)
+
+    def run_versions(self, runs: list[str]) -> dict[str, int]:
+        return _versions(self._conn, runs)
+
+    def live_orders(self, run: str) -> list[Order]:
+        return _live_orders(self._conn, run)
+
+    def user(self, name: str) -> tuple[int, str] | None:
+        return self._conn.execute("SELECT id, pw_hash FROM users WHERE name=?", (name,)).fetchone()
+
+    def token_user(self, token_hash: bytes, now: float) -> int | None:
+        row = self._conn.execute(
+            "SELECT user_id FROM tokens WHERE hash=? AND expires>?", (token_hash, now)
+        ).fetchone()
+        return row[0] if row else None
+
+    def order(self, order_id: str) -> Order | None:
+        row = self._conn.execute("SELECT body FROM orders WHERE id=?", (order_id,)).fetchone()
+        return decode_order(row[0]) if row else None
+
+    def orders_of(self, user: int, limit: int) -> list[Order]:
+        rows = self._conn.execute(
+            "SELECT body FROM orders WHERE user_id=? ORDER BY created DESC, id LIMIT ?", (user, limit)
+        )
+        return [decode_order(r[0]) for r in rows]
+
+    def all_orders(self) -> Iterator[Order]:
+        for (body,) in self._connect().execute("SELECT body FROM orders ORDER BY run"):
+            yield decode_order(body)
+
+    def all_runs(self) -> Iterator[tuple[str, int, bytes]]:
+        yield from self._connect().execute("SELECT run, version, maps FROM runs ORDER BY run")
+
+    def lapsed_holds(self, now: float) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM orders WHERE status='held' AND hold_until<=? LIMIT 1", (now,)
+        ).fetchone()
+        return row is not None
+
+    def count_keys(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM keys").fetchone()[0])
+
+    # --- the writer's transaction ------------------------------------------------------------
+    def begin(self) -> SqliteTx:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        return SqliteTx(conn)
+
+
+def _run_row(conn: sqlite3.Connection, run: str) -> tuple[int, bytes] | None:
+    return conn.execute("SELECT version, maps FROM runs WHERE run=?", (run,)).fetchone()
+
+
+def _versions(conn: sqlite3.Connection, runs: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(0, len(runs), 500):
+        chunk = runs[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        out.update(conn.execute(f"SELECT run, version FROM runs WHERE run IN ({marks})", chunk))
+    return out
+
+
+def _live_orders(conn: sqlite3.Connection, run: str) -> list[Order]:
+    rows = conn.execute("SELECT body FROM orders WHERE run=? AND status IN ('held','paid')", (run,))
+    return [decode_order(r[0]) for r in rows]
+
+
+class SqliteTx:
+    """One batch: everything between BEGIN IMMEDIATE and COMMIT."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def lock_runs(self, runs: list[str]) -> dict[str, int]:
+        # BEGIN IMMEDIATE already holds the database's one write lock
+        return _versions(self._conn, runs)
+
+    def run_row(self, run: str) -> tuple[int, bytes] | None:
+        return _run_row(self._conn, run)
+
+    def live_orders(self, run: str) -> list[Order]:
+        return _live_orders(self._conn, run)
+
+    def orders(self, ids: list[str]) -> dict[str, Order]:
+        out: dict[str, Order] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for (body,) in self._conn.execute(f"SELECT body FROM orders WHERE id IN ({marks})", chunk):
+                o = decode_order(body)
+                out[o.id] = o
+        return out
+
+    def key(self, user: int, key: str) -> tuple[str, bytes] | None:
+        return self._conn.execute(
+            "SELECT fingerprint, reply FROM keys WHERE user_id=? AND key=?", (user, key)
+        ).fetchone()
+
+    def held_until_before(self, now: float, limit: int) -> list[Order]:
+        rows = self._conn.execute(
+            "SELECT body FROM orders WHERE status='held' AND hold_until<=? ORDER BY hold_until LIMIT ?",
+            (now, limit),
+        )
+        return [decode_order(r[0]) for r in rows]
+
+    def put_orders(self, orders: list[Order]) -> None:
+        self._conn.executemany(
+            "INSERT INTO orders(id, user_id, run, status, created, hold_until, body) "
+            "VALUES(?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "status=excluded.status, hold_until=excluded.hold_until, body=excluded.body",
+            [(o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o)) for o in orders],
+        )
+
+    def put_runs(self, rows: list[tuple[str, int, bytes]]) -> None:
+        self._conn.executemany(
+            "INSERT INTO runs(run, version, maps) VALUES(?,?,?) "
+            "ON CONFLICT(run) DO UPDATE SET version=excluded.version, maps=excluded.maps",
+            rows,
+        )
+
+    def put_keys(self, rows: list[tuple[int, str, str, bytes]]) -> None:
+        self._conn.executemany(
+            "INSERT INTO keys(user_id, key, fingerprint, reply) VALUES(?,?,?,?)", rows
+        )
+
+    def add_user(self, name: str, pw_hash: str, now: float) -> int | None:
+        try:
+            cur = self._conn.execute(
+                "INSERT INTO users(name, pw_hash, created) VALUES(?,?,?)", (name, pw_hash, now)
+            )
+        except sqlite3.IntegrityError:
+            return None
+        return cur.lastrowid
+
+    def add_token(self, token_hash: bytes, user: int, expires: float) -> None:
+        self._conn.execute(
+            "INSERT INTO tokens(hash, user_id, expires) VALUES(?,?,?)", (token_hash, user, expires)
+        )
+
+    def commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
