@@ -2,9 +2,9 @@
 
 A ``RunState`` holds a run's seat maps (one per class) and, per passenger id number, the legs
 that passenger holds on the run. Both are derived data: they must equal the fold of the run's
-live orders (``fold``; ``railtix audit`` checks it on a database). The writer works on a
-``copy()`` of each run it touches and swaps the copy in only after the commit, so readers never
-see a state that is not durable.
+live orders (``fold``; ``railtix audit`` checks it on a database). Only the writer changes a
+RunState; readers get copies of its maps published after each commit, so they never see a
+state that is not durable.
 """
 
 from __future__ import annotations

@@ -70,6 +70,9 @@ class Batch:
         self.layouts = Layouts(timetable)
         self.hold_s = hold_s
         self.after_commit: list[Callable[[], None]] = []
+        #: the writer's own working state of each run, with its passenger index; valid while
+        #: its version equals the stored one. Readers never see these objects.
+        self.states: dict[str, RunState] = {}
 
     def apply(self, cmds: list[Command], now: float) -> None:
         """Fill every command's ``body``; retry without commands that fail unexpectedly."""
@@ -93,6 +96,7 @@ class Batch:
     def _once(self, cmds: list[Command], now: float) -> None:
         self.after_commit = []
         tx = self.store.begin()
+        run: _Run | None = None
         try:
             run = _Run(self, tx, cmds, now)
             for i, c in enumerate(cmds):
@@ -104,8 +108,10 @@ class Batch:
             tx.commit()
         except BaseException:
             tx.rollback()
+            for r in run.states if run is not None else ():
+                self.states.pop(r, None)  # mutated in memory but never committed
             raise
-        self.cache.publish(list(run.states.values()))
+        self.cache.publish([run.states[r] for r in run.dirty])
         for action in self.after_commit:
             action()
 
@@ -117,7 +123,9 @@ class _Run:
         self.b = batch
         self.tx = tx
         self.now = now
-        self.keys: dict[tuple[int, str], tuple[str, bytes]] = {}
+        pairs = list({(c.user, c.key) for c in cmds if c.key is not None})
+        #: remembered replies: those stored before this batch and those made in it
+        self.keys = tx.keys(pairs) if pairs else {}
         self.new_keys: list[tuple[int, str, str, bytes]] = []
         self.changed: dict[str, Order] = {}
         self.dirty: set[str] = set()
@@ -136,12 +144,11 @@ class _Run:
         run = f"{train_no}@{date}"
         s = self.states.get(run)
         if s is None:
-            cached = self.b.cache.cached(run)
-            if cached is not None and cached.version == self.versions.get(run, 0):
-                s = cached.copy()
-            else:
+            s = self.b.states.get(run)
+            if s is None or s.version != self.versions.get(run, 0):
                 train = self.b.timetable.train_by_number[train_no]
                 s = build_state(train, date, self.tx.run_row(run), self.tx.live_orders(run))
+                self.b.states[run] = s
             self.states[run] = s
         return s
 
@@ -164,7 +171,7 @@ class _Run:
 
     def one(self, c: Command) -> None:
         if c.key is not None:
-            hit = self.keys.get((c.user, c.key)) or self.tx.key(c.user, c.key)
+            hit = self.keys.get((c.user, c.key))
             if hit is not None:
                 fingerprint, body = hit
                 c.body = body if fingerprint == c.fingerprint else error_body(

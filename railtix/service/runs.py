@@ -1,9 +1,11 @@
-"""The committed inventory of every run this process has seen, loaded from the store on demand.
+"""What readers see: the committed seat maps of every run this process has looked at.
 
-Readers (search, availability) take states from here and never wait for the writer. The writer
-swaps a new state in only after its transaction commits. When the store is shared with other
-processes, a reader first asks the store for the runs' versions (one query for a whole search)
-and reloads the runs that changed.
+Readers (search, availability) take views from here and never wait for the writer. A view is a
+run's seat maps as of a commit (no passenger index: readers do not need it). The writer keeps
+its own working states and publishes copies of the maps it changed only after the commit, so a
+reader never sees seats that are not durable. When the store is shared with other processes, a
+reader first asks the store for the runs' versions (one query for a whole search) and reloads
+the runs that changed.
 """
 
 from __future__ import annotations
@@ -58,16 +60,15 @@ class RunCache:
     def _load(self, train: Train, date: str) -> RunState:
         run = run_id(train.number, date)
         with self._load_lock:
-            state = build_state(train, date, self._store.run_row(run), self._store.live_orders(run))
+            state = build_state(train, date, self._store.run_row(run), [])
             current = self._runs.get(run)
             if current is None or current.version <= state.version:
                 self._runs[run] = state
             return self._runs[run]
 
-    def cached(self, run: str) -> RunState | None:
-        return self._runs.get(run)
-
     def publish(self, states: Sequence[RunState]) -> None:
-        """Committed states from the writer."""
+        """Committed states from the writer: readers get copies of their maps."""
         for s in states:
-            self._runs[s.run] = s
+            self._runs[s.run] = RunState(
+                s.run, s.train, s.date, {c: m.copy() for c, m in s.maps.items()}, {}, s.version
+            )

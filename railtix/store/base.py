@@ -48,7 +48,8 @@ class Tx(Protocol):
 
     def orders(self, ids: list[str]) -> dict[str, Order]: ...
 
-    def key(self, user: int, key: str) -> tuple[str, bytes] | None: ...
+    def keys(self, pairs: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, bytes]]:
+        """Remembered (fingerprint, reply) of each (user, key) that has one."""
 
     def held_until_before(self, now: float, limit: int) -> list[Order]: ...
 

@@ -210,10 +210,18 @@ class SqliteTx:
                 out[o.id] = o
         return out
 
-    def key(self, user: int, key: str) -> tuple[str, bytes] | None:
-        return self._conn.execute(
-            "SELECT fingerprint, reply FROM keys WHERE user_id=? AND key=?", (user, key)
-        ).fetchone()
+    def keys(self, pairs: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, bytes]]:
+        out: dict[tuple[int, str], tuple[str, bytes]] = {}
+        for i in range(0, len(pairs), 400):
+            chunk = pairs[i : i + 400]
+            rows = ",".join("(?,?)" for _ in chunk)
+            flat = [x for pair in chunk for x in pair]
+            for user, key, fp, reply in self._conn.execute(
+                "SELECT user_id, key, fingerprint, reply FROM keys "
+                f"WHERE (user_id, key) IN (VALUES {rows})", flat,
+            ):
+                out[(user, key)] = (fp, reply)
+        return out
 
     def held_until_before(self, now: float, limit: int) -> list[Order]:
         rows = self._conn.execute(
