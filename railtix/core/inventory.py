@@ -132,7 +132,7 @@ def place_order(
         raise Refusal("sold_out", f"not enough {seat_class} seats on {train.number} {run.date} for this ride")
     price = timetable.fare(train, seat_class, start, end)
     tickets = tuple(
-        Ticket(p.name, p.id_no, s, layout.labels[s].coach, layout.labels[s].seat, price)
+        Ticket(p.name, p.id_no, s, layout.coaches[s], layout.names[s], price)
         for p, s in zip(passengers, seats, strict=True)
     )
     order = Order(

@@ -20,6 +20,9 @@ SeatMap = np.ndarray  # dtype uint64, one element per seat
 
 _U64 = np.uint64
 
+#: Rows a group's wished seat letters are weighed in (each costs a small Python loop).
+rows_weighed_max = 16
+
 
 def empty_map(seats: int) -> SeatMap:
     return np.zeros(seats, dtype=_U64)
@@ -53,6 +56,9 @@ class SeatLayout:
         coaches = [s.coach for s in self.labels]
         cstarts = [i for i in range(n) if i == 0 or coaches[i] != coaches[i - 1]]
         self.coach_starts = np.array(cstarts, dtype=np.intp)
+        #: per seat: coach number and "12F", ready for tickets
+        self.coaches = tuple(s.coach for s in self.labels)
+        self.names = tuple(f"{s.row:02d}{s.letter}" for s in self.labels)
         self.letters = np.array([s.letter for s in self.labels])
         self.window = np.array([s.letter in WINDOW_LETTERS for s in self.labels], dtype=bool)
         self.aisle = np.array([s.letter in AISLE_LETTERS for s in self.labels], dtype=bool)
@@ -77,49 +83,53 @@ def allocate(
     anyway, as 12306 does.
     """
     assert count >= 1
-    m = _U64(mask)
-    free = (occ & m) == 0
-    if int(np.count_nonzero(free)) < count:
-        return None
+    free = (occ & _U64(mask)) == 0
     edge = _U64(((mask << 1) | (mask >> 1)) & ~mask & 0xFFFF_FFFF_FFFF_FFFF)
     touching = free & ((occ & edge) != 0)
     wanted = [w for w in letters if w in layout.letter_sets][:count]
     if count == 1:
-        return [_first_seat(free, touching, layout, wanted[0] if wanted else None)]
+        seat = _first_seat(free, touching, layout, wanted[0] if wanted else None)
+        return None if seat is None else [seat]
+    if int(np.count_nonzero(free)) < count:
+        return None
     return _group(free, touching, layout, count, wanted)
 
 
-def _first_seat(free: np.ndarray, touching: np.ndarray, layout: SeatLayout, letter: str | None) -> int:
+def _first_seat(free: np.ndarray, touching: np.ndarray, layout: SeatLayout, letter: str | None) -> int | None:
+    """The first free seat by preference: touching and wished, wished, touching, any."""
     candidates = [touching, free]
     if letter is not None:
         pick = layout.letter_sets[letter]
         candidates = [touching & pick, free & pick, *candidates]
     for c in candidates:
-        i = int(np.argmax(c))
+        i = int(c.argmax())
         if c[i]:
             return i
-    raise AssertionError("free seats were counted but none was found")
+    return None
 
 
 def _group(
     free: np.ndarray, touching: np.ndarray, layout: SeatLayout, count: int, wanted: list[str]
 ) -> list[int]:
-    per_row = np.add.reduceat(free.astype(np.int32), layout.row_starts)
-    rows = np.flatnonzero(per_row >= count)
+    starts = layout.row_starts
+    free_per_row = np.add.reduceat(free.astype(np.int32), starts)
+    rows = np.flatnonzero(free_per_row >= count)
     if rows.size:
-        # Prefer a row where the seats touch sold legs (best fit), then a row that grants the
-        # wished letters, then the first row with room. Look at a bounded number of rows.
-        best: tuple[int, int, int] | None = None
+        # Best fit: the row whose free seats touch sold legs the most, the first such row on a
+        # tie. Wished letters are weighed only among a few of the best rows (a Python loop).
+        touch_per_row = np.add.reduceat(touching.astype(np.int32), starts)[rows]
+        order = rows[np.argsort(-np.minimum(touch_per_row, count), kind="stable")]
+        if not wanted:
+            r = int(order[0])
+            return _pick_in_row(free, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
+        best: tuple[int, int] | None = None
         chosen: list[int] = []
-        for r in rows[:64].tolist():
-            lo, hi = int(layout.row_starts[r]), int(layout.row_ends[r])
-            seats = _pick_in_row(free, layout, lo, hi, count, wanted)
-            granted = _granted(layout, seats, wanted)
-            near = int(np.count_nonzero(touching[seats]))
-            score = (granted, near, -r)
+        for rank, r in enumerate(order[:rows_weighed_max].tolist()):
+            seats = _pick_in_row(free, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
+            score = (_granted(layout, seats, wanted), -rank)
             if best is None or score > best:
                 best, chosen = score, seats
-            if granted == len(wanted) and near == count:
+            if score[0] == len(wanted):
                 break
         return chosen
     per_coach = np.add.reduceat(free.astype(np.int32), layout.coach_starts)

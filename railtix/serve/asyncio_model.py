@@ -9,6 +9,7 @@ answered, close connections, stop the writer). Commits arrive from the writer th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -146,10 +147,8 @@ async def serve(
     sock = listen(opts.tcp_host, opts.tcp_port)
     tcp = await loop.create_server(lambda: TcpConnection(server), sock=sock)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(RuntimeError, ValueError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
-        except (RuntimeError, ValueError):  # not the main thread
-            pass
     if opts.on_ready:
         opts.on_ready({"tcp": sock.getsockname()[:2]})
     # main loop

@@ -53,9 +53,13 @@ class CommandFailed(Exception):
         self.index = index
 
 
-def new_order_id() -> str:
-    """'E' and 16 base32 characters: 80 random bits, unguessable, short enough to read out."""
-    return "E" + base64.b32encode(secrets.token_bytes(10)).decode()
+def new_order_ids(n: int) -> list[str]:
+    """'E' and 16 base32 characters: 80 random bits, unguessable, short enough to read out.
+
+    One call to the system's random source serves a whole batch.
+    """
+    pool = secrets.token_bytes(10 * n)
+    return ["E" + base64.b32encode(pool[i : i + 10]).decode() for i in range(0, 10 * n, 10)]
 
 
 class Batch:
@@ -139,6 +143,7 @@ class _Run:
         runs = {c.ride.run for c in cmds if c.ride is not None} | {o.run for o in self.orders.values()}
         self.versions = tx.lock_runs(sorted(runs)) if runs else {}
         self.states: dict[str, RunState] = {}
+        self.ids = new_order_ids(sum(1 for c in cmds if c.op == "buy"))
 
     def state(self, train_no: str, date: str) -> RunState:
         run = f"{train_no}@{date}"
@@ -194,7 +199,7 @@ class _Run:
         s = self.state(ride.train.number, ride.date)
         order = place_order(
             s, self.b.layouts, self.b.timetable,
-            order_id=new_order_id(), user=c.user, start=ride.start, end=ride.end,
+            order_id=self.ids.pop(), user=c.user, start=ride.start, end=ride.end,
             seat_class=req.seat_class,
             passengers=[Passenger(p.name, p.id_no) for p in req.passengers],
             letters=req.seats, now=self.now, departs=ride.departs, hold_s=self.b.hold_s,

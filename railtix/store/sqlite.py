@@ -211,16 +211,20 @@ class SqliteTx:
         return out
 
     def keys(self, pairs: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, bytes]]:
+        # one query per user and 500 keys: the primary key (user_id, key) answers it by ranges
+        by_user: dict[int, list[str]] = {}
+        for user, key in pairs:
+            by_user.setdefault(user, []).append(key)
         out: dict[tuple[int, str], tuple[str, bytes]] = {}
-        for i in range(0, len(pairs), 400):
-            chunk = pairs[i : i + 400]
-            rows = ",".join("(?,?)" for _ in chunk)
-            flat = [x for pair in chunk for x in pair]
-            for user, key, fp, reply in self._conn.execute(
-                "SELECT user_id, key, fingerprint, reply FROM keys "
-                f"WHERE (user_id, key) IN (VALUES {rows})", flat,
-            ):
-                out[(user, key)] = (fp, reply)
+        for user, keys in by_user.items():
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, fp, reply in self._conn.execute(
+                    f"SELECT key, fingerprint, reply FROM keys WHERE user_id=? AND key IN ({marks})",
+                    [user, *chunk],
+                ):
+                    out[(user, key)] = (fp, reply)
         return out
 
     def held_until_before(self, now: float, limit: int) -> list[Order]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 from railtix.core.orders import Order
@@ -11,8 +12,12 @@ from railtix.core.timetable import CST, Station, Timetable
 
 def when(ts: float | None) -> str | None:
     """Epoch seconds as ISO 8601 in China Standard Time, to the second."""
-    if ts is None:
-        return None
+    return None if ts is None else _when(ts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _when(ts: float) -> str:
+    # every order of a batch shares its created and hold_until times, and departures repeat
     return dt.datetime.fromtimestamp(ts, CST).isoformat(timespec="seconds")
 
 
