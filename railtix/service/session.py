@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from railtix import limits
 from railtix.core.errors import Refusal
-from railtix.wire.tcp import NEED_DATA, BadRequest, BrokenFraming, LineCodec, encode_error, with_id
+from railtix.wire.tcp import BadRequest, BrokenFraming, LineCodec, NeedData, encode_error, with_id
 
 if TYPE_CHECKING:
     from railtix.service.batch import Command
@@ -43,7 +43,7 @@ class Session:
         lines = 0
         while not self.close_after_output:
             event = self.codec.next_event()
-            if event is NEED_DATA:
+            if isinstance(event, NeedData):
                 break
             lines += 1
             if isinstance(event, BrokenFraming):
