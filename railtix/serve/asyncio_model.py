@@ -143,7 +143,9 @@ async def serve(
     stop = stop or asyncio.Event()
     # startup
     service = service_factory().start()
-    server = AsyncioServer(service, loop, float(opts.extra.get("read_deadline_s", limits.read_deadline_s))  # type: ignore[arg-type])
+    deadline = opts.extra.get("read_deadline_s", limits.read_deadline_s)
+    assert isinstance(deadline, int | float)
+    server = AsyncioServer(service, loop, float(deadline))
     sock = listen(opts.tcp_host, opts.tcp_port)
     tcp = await loop.create_server(lambda: TcpConnection(server), sock=sock)
     for sig in (signal.SIGINT, signal.SIGTERM):
