@@ -7,6 +7,7 @@ the runs it names in sorted order, until ``commit()`` or ``rollback()``.
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -15,6 +16,17 @@ import msgspec
 from railtix.core.orders import Order
 from railtix.core.seats import SeatMap, map_from_bytes, map_to_bytes
 from railtix.core.timetable import Timetable, Train
+
+
+def migrations(package: str) -> list[tuple[int, str]]:
+    """(number, sql) of every numbered migration in ``package``, in order."""
+    out = []
+    for entry in importlib.resources.files(package).iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
 
 _order_encoder = msgspec.msgpack.Encoder()
 _order_decoder = msgspec.msgpack.Decoder(Order)

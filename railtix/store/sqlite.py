@@ -8,7 +8,6 @@ in-memory database, for tests and teaching only: it is not durable.
 
 from __future__ import annotations
 
-import importlib.resources
 import sqlite3
 import threading
 import uuid
@@ -18,21 +17,11 @@ import msgspec
 
 from railtix.core.orders import Order
 from railtix.core.timetable import Timetable
-from railtix.store.base import decode_order, encode_order
+from railtix.store.base import decode_order, encode_order, migrations
 
 #: How long a connection waits for another process's write lock before failing (ms). Long
 #: enough for a big batch of a sibling worker, short enough that a stuck lock surfaces.
 busy_timeout_ms = 10_000
-
-
-def migrations() -> list[tuple[int, str]]:
-    """(number, sql) of every migration shipped with railtix, in order."""
-    out = []
-    for entry in importlib.resources.files("railtix.store.migrations").iterdir():
-        name = entry.name
-        if name.endswith(".sql"):
-            out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(out)
 
 
 class SqliteStore:
@@ -78,7 +67,7 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             have = conn.execute("PRAGMA user_version").fetchone()[0]
-            for number, sql in migrations():
+            for number, sql in migrations("railtix.store.migrations"):
                 if number > have:
                     for statement in sql.split(";\n"):
                         if statement.strip():
