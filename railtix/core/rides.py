@@ -23,6 +23,8 @@ def today(now: float) -> dt.date:
 def parse_date(text: str, now: float, presale_days: int) -> dt.date:
     """A sale date: today (China Standard Time) up to ``presale_days`` - 1 days ahead."""
     try:
+        if len(text) != 10 or text[4] != "-" or text[7] != "-":
+            raise ValueError(text)
         day = dt.date.fromisoformat(text)
     except (ValueError, TypeError):
         raise Refusal("invalid_date", f"{text!r} is not a date like 2026-12-01") from None

@@ -209,6 +209,8 @@ class _Run:
 
     def _pay(self, c: Command) -> None:
         o = self.mine(c)
+        if o.status is Status.EXPIRED:  # the sweeper got there first: same answer as before it
+            raise Refusal("hold_expired", f"order {o.id} was not paid in time; its seats are released")
         s = self.state(o.train, o.date)
         if hold_lapsed(o, self.now):
             self.save(change_status(s, o, "expire", self.now))

@@ -174,11 +174,12 @@ class Service:
         now = self.clock()
         hit = self._tokens.get(h)
         if hit is None:
-            uid = self.store.token_user(h, now)
-            if uid is None:
+            found = self.store.token_user(h, now)
+            if found is None:
                 raise Refusal("unauthorized", "log in first; the token is missing, unknown or expired")
-            # expiry is re-checked against the store after the cached copy's own deadline
-            hit = (uid, now + 3600)
+            # the store is asked again after an hour at most (a token revoked elsewhere)
+            uid, expires = found
+            hit = (uid, min(expires, now + 3600))
             if len(self._tokens) >= token_cache_max:
                 self._tokens.clear()
             self._tokens[h] = hit

@@ -100,7 +100,8 @@ class Store(Protocol):
 
     def user(self, name: str) -> tuple[int, str] | None: ...
 
-    def token_user(self, token_hash: bytes, now: float) -> int | None: ...
+    def token_user(self, token_hash: bytes, now: float) -> tuple[int, float] | None:
+        """The user of an unexpired token, and when the token expires."""
 
     def order(self, order_id: str) -> Order | None: ...
 

@@ -125,11 +125,11 @@ class PostgresStore:
     def user(self, name: str) -> tuple[int, str] | None:
         return self._conn.execute("SELECT id, pw_hash FROM users WHERE name=%s", (name,)).fetchone()
 
-    def token_user(self, token_hash: bytes, now: float) -> int | None:
+    def token_user(self, token_hash: bytes, now: float) -> tuple[int, float] | None:
         row = self._conn.execute(
-            "SELECT user_id FROM tokens WHERE hash=%s AND expires>%s", (token_hash, now)
+            "SELECT user_id, expires FROM tokens WHERE hash=%s AND expires>%s", (token_hash, now)
         ).fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
 
     def order(self, order_id: str) -> Order | None:
         row = self._conn.execute("SELECT body FROM orders WHERE id=%s", (order_id,)).fetchone()

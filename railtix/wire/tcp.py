@@ -75,7 +75,7 @@ class LineCodec:
             self.broken = True
             return BrokenFraming(Refusal("too_large", f"request line longer than {self._limit} bytes"))
         if not line.strip():
-            return self.next_event()  # blank lines are keep-alives
+            return self.next_event()  # blank lines are ignored (they answer nothing)
         try:
             return _decoder.decode(line)
         except msgspec.DecodeError as e:
