@@ -1,27 +1,872 @@
-"""Temporary entry point; replaced by the full CLI."""
+"""The ``railtix`` command: run a server, buy tickets from one, audit a database.
+
+Client commands talk to a server over TCP with ``railtix.client`` (``--server HOST:PORT``, or
+``RAILTIX_SERVER``) and print readable tables, or with ``--json`` the server's reply exactly.
+Exit status: 0 when done, 1 when the server refused or could not be reached (the server's own
+message is printed: it already names close stations for a misspelt one), 2 for usage errors.
+
+Heavy imports (numpy, the service, rich) happen inside the commands that need them, and the
+``bench`` and ``demo`` groups are imported only when invoked (click's lazy group pattern), so
+``railtix --help`` and client commands start fast and never import matplotlib.
+"""
+
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import importlib
+import os
 import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import msgspec
 
-from railtix.serve import DEFAULT_MODEL, MODELS, model
-from railtix.serve.options import ServeOptions
-from railtix.service.service import Service
+import railtix
+from railtix.client import DEFAULT_SERVER, RailtixError, Unreachable, format_address, parse_address
+from railtix.serve import MODELS
+
+#: One line per serving model, for ``serve --help`` (older registries may not describe them).
+DESCRIPTIONS: dict[str, str] = getattr(importlib.import_module("railtix.serve"), "DESCRIPTIONS", {})
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from railtix.client.sync import Client
+    from railtix.core.timetable import Timetable
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_DATABASE = "railtix.db"
+DEFAULT_TCP = "127.0.0.1:5002"
+
+#: Subcommand groups written elsewhere, imported only when invoked: name -> (target, short help).
+LAZY_SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("railtix.bench.cli:bench", "Load generator, correctness audit, reports and plots."),
+    "demo": ("railtix.demo.cli:demo", "Demonstrations of the serving models."),
+}
+
+#: What to do next, for refusals where the message alone does not say.
+HINTS: dict[str, str] = {
+    "unauthorized": "log in again: railtix login USER",
+    "bad_credentials": "check the name and password, or create an account: railtix register USER",
+    "hold_expired": "buy again: the seats were released",
+    "order_not_cancellable": "only held orders are cancelled; a paid one is refunded: railtix refund ORDER",
+    "busy": "the server is at capacity; try again in a moment",
+    "shutting_down": "the server is stopping; try again once it is back",
+}
 
 
-@click.group()
-def main() -> None:
-    """railtix: sell train seats."""
+# --- the group -----------------------------------------------------------------------------------
+class LazyGroup(click.Group):
+    """A group whose some subcommands are imported only when invoked.
+
+    This is the pattern of click's documentation ("Lazily Loading Subcommands"), with two
+    additions: the help listing shows the lazy commands without importing them, and a group that
+    cannot be imported (not installed, not written yet, a missing dependency) becomes a command
+    that says so and exits 1, rather than a traceback for every use of the CLI.
+    """
+
+    def __init__(self, *args: Any, lazy_subcommands: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = lazy_subcommands or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_subcommands])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_subcommands:
+            return self._load(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def _load(self, name: str) -> click.Command:
+        target, _ = self.lazy_subcommands[name]
+        module_name, _, attr = target.partition(":")
+        try:
+            cmd = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            return _unavailable(name, target, e)
+        if not isinstance(cmd, click.Command):
+            return _unavailable(name, target, TypeError(f"{target} is not a click command"))
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: list[tuple[str, str]] = []
+        width = formatter.width or 80
+        names = self.list_commands(ctx)
+        limit = width - 6 - max((len(n) for n in names), default=0)
+        for name in names:
+            if name in self.lazy_subcommands:
+                rows.append((name, self.lazy_subcommands[name][1]))
+                continue
+            cmd = super().get_command(ctx, name)
+            if cmd is None or cmd.hidden:
+                continue
+            rows.append((name, cmd.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _unavailable(name: str, target: str, error: Exception) -> click.Command:
+    @click.command(
+        name,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+        help=f"(not available: {error})",
+    )
+    def stub() -> None:
+        raise click.ClickException(
+            f"`railtix {name}` is not available in this installation: importing {target} failed ({error})"
+        )
+
+    return stub
+
+
+class Ctx:
+    """What the group's options decided, for every subcommand."""
+    def __init__(self, server: str, as_json: bool) -> None:
+        self.server = server
+        self.as_json = as_json
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_subcommands=LAZY_SUBCOMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(railtix.__version__, "--version", "-V", prog_name="railtix")
+@click.option(
+    "--server", envvar="RAILTIX_SERVER", default=DEFAULT_SERVER, show_default=True, metavar="HOST:PORT",
+    help="Server for client commands (env RAILTIX_SERVER).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the server's replies as JSON, exactly.")
+@click.pass_context
+def main(ctx: click.Context, server: str, as_json: bool) -> None:
+    """railtix sells train seats, as China Railway's 12306 does.
+
+    \b
+    Start a server:      railtix serve
+    Then, in another terminal:
+      railtix register alice
+      railtix login alice
+      railtix search "Beijing South" "Shanghai Hongqiao"
+      railtix buy G1 --from VNP --to AOH --passenger "Zhang San,110101199001011234"
+    """
+    ctx.obj = Ctx(server, as_json)
+
+
+def _client_options(f: F) -> F:
+    """``--server`` and ``--json`` also after the subcommand, where people tend to type them."""
+    f = click.option("--json", "as_json", is_flag=True, default=False, help="Print the server's reply as JSON.")(f)
+    f = click.option("--server", default=None, metavar="HOST:PORT", help="Server (overrides the global option).")(f)
+    return f
+
+
+def client_command(name: str | None = None, **attrs: Any) -> Callable[[Callable[..., Any]], click.Command]:
+    """A subcommand that talks to a server: its options merged with the group's, and every
+    RailtixError turned into a printed message and exit status 1."""
+
+    def wrap(fn: Callable[..., Any]) -> click.Command:
+        @functools.wraps(fn)
+        def run(*args: Any, server: str | None, as_json: bool, **kwargs: Any) -> None:
+            ctx = click.get_current_context()
+            obj: Ctx = ctx.find_object(Ctx) or Ctx(DEFAULT_SERVER, False)
+            obj = Ctx(server or obj.server, as_json or obj.as_json)
+            try:
+                parse_address(obj.server)
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint="--server") from None
+            try:
+                fn(obj, *args, **kwargs)
+            except RailtixError as e:
+                fail(obj, e)
+
+        return main.command(name, **attrs)(_client_options(run))
+
+    return wrap
+
+
+def fail(obj: Ctx, e: RailtixError) -> None:
+    """Print a refusal (the reply itself under --json) and exit 1."""
+    if obj.as_json:
+        reply = e.reply or {"ok": False, "error": {"code": e.code, "message": e.message, "retry": e.retry}}
+        click.echo(msgspec.json.encode(reply))
+    if isinstance(e, Unreachable):
+        msg = (
+            f"cannot reach the server at {e.address} ({e.reason}) — "
+            "start it with `make run` or `railtix serve`"
+        )
+    else:
+        msg = e.message
+    if not obj.as_json or isinstance(e, Unreachable):
+        click.secho(f"railtix: {msg}", fg="red", err=True)
+        hint = HINTS.get(e.code)
+        if hint and not obj.as_json:
+            click.echo(f"  {hint}", err=True)
+    sys.exit(1)
+
+
+# --- shared helpers ------------------------------------------------------------------------------
+def server_key(server: str) -> str:
+    return format_address(*parse_address(server))
+
+
+@contextmanager
+def connected(obj: Ctx) -> Iterator[Client]:
+    from railtix.client.sync import Client
+
+    host, port = parse_address(obj.server)
+    with Client(host, port) as client:
+        yield client
+
+
+def token_for(obj: Ctx) -> str:
+    from railtix.client import config
+
+    login = config.login_for(server_key(obj.server))
+    if login is None:
+        raise RailtixError(
+            "unauthorized", f"not logged in to {server_key(obj.server)}; log in first: railtix login USER"
+        )
+    return login.token
+
+
+def emit(obj: Ctx, reply: dict[str, Any]) -> bool:
+    """Print the reply as JSON when asked to; True when that is all there is to print."""
+    if obj.as_json:
+        click.echo(msgspec.json.encode(reply))
+        return True
+    return False
+
+
+def console() -> Console:
+    """Plain text (no markup: names come from the server), lines never broken by rich."""
+    from rich.console import Console
+
+    return Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
+
+
+def new_table(title: str | None = None) -> Table:
+    """A compact table, so that orders and timetables fit an 80-column terminal."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+
+
+def yuan(fen: int) -> str:
+    """Integer fen as 12306 shows yuan: ¥553, ¥553.5, ¥553.25."""
+    whole, cents = divmod(int(fen), 100)
+    if cents == 0:
+        return f"¥{whole}"
+    if cents % 10 == 0:
+        return f"¥{whole}.{cents // 10}"
+    return f"¥{whole}.{cents:02d}"
+
+
+def duration(minutes: int) -> str:
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def clock(iso: str | None) -> str:
+    """'2026-12-01T10:31:05+08:00' as '2026-12-01 10:31'."""
+    return iso[:16].replace("T", " ") if iso else ""
+
+
+def seat_label(ticket: dict[str, Any]) -> str:
+    return f"{int(ticket['coach']):02d}-{ticket['seat']}"
+
+
+def sale_day(text: str | None) -> str:
+    """A date option: YYYY-MM-DD, 'today', 'tomorrow' or '+N' days, judged in China time.
+
+    Without one, tomorrow: today's trains may have left, and 12306's users mostly book ahead.
+    """
+    from railtix.core.rides import today
+
+    first = today(time.time())
+    if text is None or text == "tomorrow":
+        return (first + dt.timedelta(days=1)).isoformat()
+    if text == "today":
+        return first.isoformat()
+    if text.startswith("+") and text[1:].isdigit():
+        return (first + dt.timedelta(days=int(text[1:]))).isoformat()
+    return text  # the server checks it and says what is wrong
+
+
+def station_names(reply: dict[str, Any] | None) -> dict[str, str]:
+    if not reply or not reply.get("ok"):
+        return {}
+    return {s["code"]: s["name"] for s in reply.get("stations", [])}
+
+
+def with_stations(client: Client, req: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Send ``req`` and a stations request in one round trip: the first's reply (raised when
+    refused), and station names by code for printing it."""
+    from railtix.client import check
+
+    reply, stations = client.call_many([req, {"op": "stations"}])
+    return check(reply), station_names(stations)
+
+
+def place(code: str, names: dict[str, str]) -> str:
+    return names.get(code, code)
+
+
+def read_password(given: str | None, confirm: bool) -> str:
+    """The password: the option, else a hidden prompt on a terminal, else one line of stdin."""
+    if given is not None:
+        return given
+    if sys.stdin is not None and sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=confirm))
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    password = line.rstrip("\r\n")
+    if not password:
+        raise click.UsageError("no password given: use --password, a terminal, or one line on stdin")
+    return password
+
+
+# --- account -------------------------------------------------------------------------------------
+@client_command()
+@click.argument("user")
+@click.option("--password", default=None, help="Prompted for (hidden) when not given.")
+def register(obj: Ctx, user: str, password: str | None) -> None:
+    """Create an account on the server."""
+    pw = read_password(password, confirm=True)
+    with connected(obj) as client:
+        reply = client.register(user, pw)
+    if emit(obj, reply):
+        return
+    click.echo(f"registered {reply.get('user', user)} on {server_key(obj.server)}; now: railtix login {user}")
+
+
+@client_command()
+@click.argument("user")
+@click.option("--password", default=None, help="Prompted for (hidden) when not given.")
+def login(obj: Ctx, user: str, password: str | None) -> None:
+    """Log in and keep the token for this server (in a file only you can read)."""
+    from railtix.client import config
+
+    pw = read_password(password, confirm=False)
+    with connected(obj) as client:
+        reply = client.login(user, pw)
+    path = config.remember(server_key(obj.server), reply)
+    if emit(obj, reply):
+        return
+    until = clock(reply.get("expires"))
+    click.echo(f"logged in as {reply.get('user', user)} on {server_key(obj.server)} until {until} (token in {path})")
+
+
+@client_command()
+def logout(obj: Ctx) -> None:
+    """Forget the token kept for this server."""
+    from railtix.client import config
+
+    gone = config.forget(server_key(obj.server))
+    if obj.as_json:
+        click.echo(msgspec.json.encode({"ok": True, "user": gone.user if gone else None}))
+    elif gone is None:
+        click.echo(f"not logged in to {server_key(obj.server)}")
+    else:
+        click.echo(f"logged out {gone.user} from {server_key(obj.server)}")
+
+
+# --- timetable reads -----------------------------------------------------------------------------
+@client_command()
+@click.argument("origin", metavar="FROM")
+@click.argument("destination", metavar="TO")
+@click.option("--date", "date", default=None, help="YYYY-MM-DD, today, tomorrow or +N (default: tomorrow, China time).")
+def search(obj: Ctx, origin: str, destination: str, date: str | None) -> None:
+    """Trains from FROM to TO with seats left and prices (stations by name or code)."""
+    from rich.text import Text
+
+    day = sale_day(date)
+    with connected(obj) as client:
+        reply, names = with_stations(client, {"op": "search", "from": origin, "to": destination, "date": day})
+    if emit(obj, reply):
+        return
+    trains = reply.get("trains", [])
+    out = console()
+    if trains:
+        a, b = trains[0]["from"], trains[0]["to"]
+        title = f"{place(a, names)} ({a}) → {place(b, names)} ({b}), {reply.get('date', day)}"
+    else:
+        title = f"{origin} → {destination}, {reply.get('date', day)}"
+    if not trains:
+        out.print(f"{title}: no train runs this way")
+        return
+    table = new_table(title)
+    for col in ("Train", "Depart", "Arrive", "Time"):
+        table.add_column(col, no_wrap=True)
+    for cls in ("business", "first", "second"):
+        table.add_column(cls.capitalize(), justify="right", no_wrap=True)
+    for t in trains:
+        by_class = {c["class"]: c for c in t.get("classes", [])}
+        cells: list[Text | str] = []
+        for cls in ("business", "first", "second"):
+            c = by_class.get(cls)
+            if c is None:
+                cells.append(Text("—", style="dim"))
+            elif c["left"] == 0:
+                cells.append(Text(f"none {yuan(c['price'])}", style="dim"))
+            else:
+                cells.append(f"{c['left']} {yuan(c['price'])}")
+        style = "dim" if t.get("departed") else ""
+        number = t["train"] + (" (left)" if t.get("departed") else "")
+        table.add_row(number, t["depart"], t["arrive"], duration(t["minutes"]), *cells, style=style)
+    out.print(table)
+    out.print("seats left and price per ticket; buy with: "
+              f"railtix buy TRAIN --date {reply.get('date', day)} --from {trains[0]['from']} --to {trains[0]['to']} "
+              '--passenger "Name,ID"')
+
+
+@client_command()
+@click.argument("filter_text", metavar="[FILTER]", required=False)
+def stations(obj: Ctx, filter_text: str | None) -> None:
+    """Stations with their telegraph codes; FILTER matches code or name."""
+    with connected(obj) as client:
+        reply = client.stations()
+    rows = reply.get("stations", [])
+    if filter_text:
+        f = filter_text.casefold()
+        rows = [s for s in rows if any(f in str(s.get(k, "")).casefold() for k in ("code", "name", "name_zh"))]
+    if obj.as_json:
+        click.echo(msgspec.json.encode({**reply, "stations": rows} if filter_text else reply))
+        return
+    if not rows:
+        click.echo(f"no station matches {filter_text!r}")
+        return
+    table = new_table()
+    table.add_column("Code", no_wrap=True)
+    table.add_column("Station")
+    table.add_column("中文")
+    for s in rows:
+        table.add_row(s["code"], s["name"], s.get("name_zh", ""))
+    console().print(table)
+
+
+@client_command()
+@click.argument("number")
+@click.option("--date", "date", default=None, help="Also show seats left for the whole way on this date.")
+def train(obj: Ctx, number: str, date: str | None) -> None:
+    """A train's stops and times (经停站), and seats left when --date is given."""
+    with connected(obj) as client:
+        reply = client.train(number, sale_day(date) if date else None)
+    if emit(obj, reply):
+        return
+    seats = ", ".join(f"{c} {n}" for c, n in reply.get("seats", {}).items())
+    table = new_table(f"{reply['train']}, {reply.get('line', '')}")
+    for col, just in (("#", "right"), ("Code", "left"), ("Station", "left"), ("Arrive", "left"),
+                      ("Depart", "left"), ("km", "right")):
+        table.add_column(col, justify=just, no_wrap=col != "Station")  # type: ignore[arg-type]
+    for i, s in enumerate(reply.get("stops", [])):
+        table.add_row(str(i), s["station"], f"{s['name']} {s.get('name_zh', '')}", s.get("arrive") or "",
+                      s.get("depart") or "", str(s["km"]))
+    out = console()
+    out.print(table)
+    out.print(f"seats: {seats}")
+    if "left_whole_way" in reply:
+        left = ", ".join(f"{c} {n}" for c, n in reply["left_whole_way"].items())
+        out.print(f"seats free for the whole way on {reply.get('date')}: {left}")
+
+
+# --- orders --------------------------------------------------------------------------------------
+def show_order(order: dict[str, Any], names: dict[str, str], headline: str) -> None:
+
+    out = console()
+    departs = clock(order.get("departs"))
+    out.print(f"{headline} {order['order']} — {order['status']}")
+    out.print(
+        f"{order['train']} {order['date']}: {place(order['from'], names)} ({order['from']}) → "
+        f"{place(order['to'], names)} ({order['to']}), {order['class']} class, departs {departs[11:] or departs}"
+    )
+    table = new_table()
+    for col in ("Passenger", "ID", "Coach", "Seat", "Price"):
+        table.add_column(col, no_wrap=col != "Passenger", justify="right" if col == "Price" else "left")
+    for t in order.get("tickets", []):
+        table.add_row(t["passenger"], t.get("id_no", ""), f"{int(t['coach']):02d}", t["seat"], yuan(t["price"]))
+    out.print(table)
+    out.print(f"total {yuan(order['price'])}")
+    if order.get("hold_until"):
+        out.print(f"held until {clock(order['hold_until'])} China time: pay with `railtix pay {order['order']}` "
+                  f"or release with `railtix cancel {order['order']}`")
+    if order.get("refund") is not None:
+        out.print(f"refunded {yuan(order['refund'])}, fee {yuan(order.get('fee') or 0)}")
+
+
+def parse_passenger(text: str) -> dict[str, str]:
+    name, sep, id_no = text.rpartition(",")
+    name, id_no = name.strip(), id_no.strip()
+    if not sep or not name or not id_no:
+        raise click.BadParameter(f"{text!r} is not \"Name,ID number\"", param_hint="--passenger")
+    return {"name": name, "id_no": id_no}
+
+
+@client_command()
+@click.argument("train_no", metavar="TRAIN")
+@click.option("--date", "date", default=None, help="YYYY-MM-DD, today, tomorrow or +N (default: tomorrow, China time).")
+@click.option("--from", "origin", required=True, help="Boarding station (code or name).")
+@click.option("--to", "destination", required=True, help="Alighting station (code or name).")
+@click.option("--class", "seat_class", type=click.Choice(["business", "first", "second"]), default="second",
+              show_default=True)
+@click.option("--passenger", "passengers", multiple=True, required=True, metavar='"NAME,ID"',
+              help="A passenger; repeat for up to five.")
+@click.option("--seat", "seats", multiple=True, type=click.Choice(list("ABCDF")),
+              help="Wished seat letter (A and F are windows); repeat per passenger.")
+@click.option("--key", default=None, help="Idempotency key, to repeat a purchase safely (default: a new one).")
+def buy(obj: Ctx, train_no: str, date: str | None, origin: str, destination: str, seat_class: str,
+        passengers: Sequence[str], seats: Sequence[str], key: str | None) -> None:
+    """Hold seats on TRAIN for one to five passengers; pay within the hold to keep them."""
+    from railtix import limits
+
+    people = [parse_passenger(p) for p in passengers]
+    if len(people) > limits.passengers_per_order_max:
+        raise click.BadParameter(f"at most {limits.passengers_per_order_max} passengers per order",
+                                 param_hint="--passenger")
+    if len(seats) > len(people):
+        raise click.BadParameter("more seat letters than passengers", param_hint="--seat")
+    token = token_for(obj)
+    req: dict[str, Any] = {
+        "op": "buy", "token": token, "key": key, "train": train_no, "date": sale_day(date),
+        "from": origin, "to": destination, "class": seat_class, "passengers": people,
+    }
+    if seats:
+        req["seats"] = list(seats)
+    with connected(obj) as client:
+        reply, names = with_stations(client, req)
+    if emit(obj, reply):
+        return
+    show_order(reply["order"], names, "held order")
+
+
+def change_order(obj: Ctx, op: str, order_id: str, key: str | None, headline: str) -> None:
+    token = token_for(obj)
+    with connected(obj) as client:
+        reply, names = with_stations(client, {"op": op, "token": token, "order": order_id, "key": key})
+    if emit(obj, reply):
+        return
+    show_order(reply["order"], names, headline)
+
+
+_key_option = click.option("--key", default=None, help="Idempotency key, to repeat the request safely.")
+
+
+@client_command()
+@click.argument("order_id", metavar="ORDER")
+@_key_option
+def pay(obj: Ctx, order_id: str, key: str | None) -> None:
+    """Pay a held order; the seats are yours."""
+    change_order(obj, "pay", order_id, key, "paid order")
+
+
+@client_command()
+@click.argument("order_id", metavar="ORDER")
+@_key_option
+def cancel(obj: Ctx, order_id: str, key: str | None) -> None:
+    """Cancel a held (unpaid) order and release its seats."""
+    change_order(obj, "cancel", order_id, key, "cancelled order")
+
+
+@client_command()
+@click.argument("order_id", metavar="ORDER")
+@_key_option
+def refund(obj: Ctx, order_id: str, key: str | None) -> None:
+    """Refund a paid order (12306's fee tiers apply: free 8 days ahead, up to 20 % on the day)."""
+    change_order(obj, "refund", order_id, key, "refunded order")
+
+
+@client_command()
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+def orders(obj: Ctx, limit: int) -> None:
+    """Your orders, newest first."""
+    token = token_for(obj)
+    with connected(obj) as client:
+        reply, names = with_stations(client, {"op": "orders", "token": token, "limit": limit})
+    if emit(obj, reply):
+        return
+    rows = reply.get("orders", [])
+    if not rows:
+        click.echo("no orders yet; find a train with: railtix search FROM TO")
+        return
+    table = new_table()
+    table.add_column("Order", no_wrap=True, min_width=17)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Train", no_wrap=True)
+    table.add_column("Date", no_wrap=True)
+    table.add_column("From → To", min_width=12)
+    table.add_column("Seats", min_width=6, overflow="fold")
+    table.add_column("Price", justify="right", no_wrap=True)
+    table.add_column("Hold", no_wrap=True)
+    for o in rows:
+        table.add_row(
+            o["order"], o["status"], o["train"], o["date"],
+            f"{place(o['from'], names)} → {place(o['to'], names)}",
+            ", ".join(seat_label(t) for t in o.get("tickets", [])),
+            yuan(o["price"]), clock(o.get("hold_until"))[11:],
+        )
+    console().print(table)
+
+
+@client_command()
+@click.argument("order_id", metavar="ORDER")
+def order(obj: Ctx, order_id: str) -> None:
+    """One of your orders in full."""
+    token = token_for(obj)
+    with connected(obj) as client:
+        reply, names = with_stations(client, {"op": "order", "token": token, "order": order_id})
+    if emit(obj, reply):
+        return
+    show_order(reply["order"], names, "order")
+
+
+# --- server side ---------------------------------------------------------------------------------
+def _database_option(f: F) -> F:
+    return click.option(
+        "--database", envvar="RAILTIX_DATABASE", default=DEFAULT_DATABASE, show_default=True,
+        metavar="PATH|URL", help="SQLite file or postgresql:// URL (env RAILTIX_DATABASE).",
+    )(f)
+
+
+def _json_flag(ctx: click.Context, local: bool) -> bool:
+    obj = ctx.find_object(Ctx)
+    return local or bool(obj and obj.as_json)
+
+
+def _is_file_database(database: str) -> bool:
+    return not database.startswith(("postgresql://", "postgres://")) and database != ":memory:"
+
+
+def _existing_store(database: str) -> Any:
+    """The store of an existing database (never creates one by accident)."""
+    from railtix.store import open_store
+
+    path = database.removeprefix("sqlite://")
+    if _is_file_database(database) and not os.path.exists(path):
+        raise click.ClickException(f"no database at {path}")
+    try:
+        return open_store(database)
+    except Exception as e:
+        raise click.ClickException(f"cannot open the database {database}: {e}") from None
+
+
+def _read_timetable(data: bytes, source: str) -> Timetable:
+    from railtix.core.timetable import Timetable, validate
+
+    try:
+        timetable = msgspec.json.decode(data, type=Timetable)
+    except msgspec.DecodeError as e:
+        raise click.ClickException(f"{source} is not a railtix timetable: {e}") from None
+    problems = validate(timetable)
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise click.ClickException(f"{source} is not usable: " + "; ".join(problems[:10]) + more)
+    return timetable
 
 
 @main.command()
-@click.option("--tcp", default="127.0.0.1:5002")
-@click.option("--database", default="railtix.db")
-@click.option("--model", "model_name", type=click.Choice(list(MODELS)), default=DEFAULT_MODEL)
-def serve(tcp: str, database: str, model_name: str) -> None:
-    host, _, port = tcp.rpartition(":")
-    opts = ServeOptions(tcp_host=host, tcp_port=int(port), database=database,
-                        on_ready=lambda a: print(f"railtix listening tcp://{a['tcp'][0]}:{a['tcp'][1]}", flush=True))
-    model(model_name)(lambda: Service.open(database), opts)
-    sys.exit(0)
+@click.option("--model", "model_name", default=None, type=click.Choice(sorted(MODELS)),
+              help="Serving model (default asyncio): " + "; ".join(f"{k}: {v}" for k, v in sorted(DESCRIPTIONS.items())))
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes for the processes model; 0 means one per core.")
+@click.option("--tcp", default=DEFAULT_TCP, show_default=True, metavar="HOST:PORT",
+              help="Where to listen; port 0 picks a free port.")
+@_database_option
+@click.option("--hold-minutes", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Minutes a held order keeps its seats unpaid.")
+@click.option("--timetable", "timetable_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Timetable JSON to load on first start instead of the demo.")
+def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_minutes: float,
+          timetable_file: str | None) -> None:
+    """Run a server. It prints `railtix listening tcp://HOST:PORT` once it accepts connections."""
+    import logging
+
+    from railtix.serve import DEFAULT_MODEL, model
+    from railtix.serve.options import ServeOptions
+    from railtix.service.service import Service, load_timetable
+    from railtix.store import open_store
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    name = model_name or DEFAULT_MODEL
+    try:
+        host, port = parse_address(tcp)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--tcp") from None
+    given = _read_timetable(Path(timetable_file).read_bytes(), timetable_file) if timetable_file else None
+
+    # Load (and on first start store) the timetable here, once, before any worker starts: the
+    # banner can then tell what is being sold, and workers of the processes model never race to
+    # store it. An in-memory database lives only as long as its store, so it is left to the server.
+    ignored = False
+    if database == ":memory:":
+        if given is None:
+            from railtix.demo.timetable import demo_timetable
+
+            given = demo_timetable()
+        timetable = given
+    else:
+        try:
+            store = open_store(database)
+        except Exception as e:
+            raise click.ClickException(f"cannot open the database {database}: {e}") from None
+        try:
+            had = store.get_timetable()
+            ignored = had is not None and given is not None
+            timetable = load_timetable(store, given)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+        finally:
+            store.close()
+
+    def ready(addresses: dict[str, tuple[str, int]]) -> None:
+        h, p = addresses["tcp"][:2]
+        print(f"railtix listening tcp://{h}:{p}", flush=True)
+        print(banner(format_address(h, p), database, name, timetable, hold_minutes, ignored), flush=True)
+
+    opts = ServeOptions(tcp_host=host, tcp_port=port, database=database, workers=workers,
+                        hold_minutes=hold_minutes, on_ready=ready)
+    factory = functools.partial(Service.open, database, hold_minutes=hold_minutes, timetable=timetable)
+    try:
+        model(name)(factory, opts)
+    except OSError as e:
+        raise click.ClickException(f"cannot serve on {tcp}: {e.strerror or e}") from None
+    except KeyboardInterrupt:
+        pass
+    click.echo("railtix stopped", err=True)
+
+
+def banner(address: str, database: str, model_name: str, timetable: Timetable, hold_minutes: float,
+           ignored: bool) -> str:
+    """What a person starting the server wants to know next."""
+    kind = "PostgreSQL" if database.startswith(("postgresql://", "postgres://")) else "SQLite"
+    where = database if not _is_file_database(database) else os.path.abspath(database)
+    if kind == "PostgreSQL":
+        where = database.split("@")[-1]  # never print a password
+    a, b, number = _example_ride(timetable)
+    names = timetable.station_by_code
+    server = "" if address == DEFAULT_SERVER else f" --server {address}"
+    lines = [
+        f"  database   {where} ({kind})",
+        f"  model      {model_name}",
+        f"  timetable  {len(timetable.stations)} stations, {len(timetable.trains)} trains",
+        f"  holds      {hold_minutes:g} minutes",
+    ]
+    if ignored:
+        lines.append("  note       the database already has a timetable; --timetable was ignored "
+                     "(replace it with `railtix timetable import`)")
+    lines += [
+        "try, in another terminal:",
+        f"  railtix{server} register alice",
+        f"  railtix{server} login alice",
+        f'  railtix{server} search "{names[a].name}" "{names[b].name}"',
+        f'  railtix{server} buy {number} --from {a} --to {b} --passenger "Zhang San,110101199001011234"',
+        "stop with Ctrl-C",
+    ]
+    return "\n".join(lines)
+
+
+def _example_ride(timetable: Timetable) -> tuple[str, str, str]:
+    g1 = timetable.train_by_number.get("G1")
+    if g1 is not None and "VNP" in g1.stop_index and "AOH" in g1.stop_index:
+        return "VNP", "AOH", "G1"
+    t = timetable.trains[0]
+    return t.stops[0].station, t.stops[-1].station, t.number
+
+
+@main.command()
+@_database_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def audit(ctx: click.Context, database: str, as_json: bool) -> None:
+    """Check a database: no seat sold twice, and every seat map equals its orders.
+
+    Exit status 1 when anything is found, 0 when clean. Safe on a running server's database.
+    """
+    from railtix.store.audit import audit_database, summary
+
+    store = _existing_store(database)
+    try:
+        report = audit_database(store)
+    finally:
+        store.close()
+    if _json_flag(ctx, as_json):
+        click.echo(msgspec.json.encode(report.to_dict()))
+    else:
+        for line in summary(report):
+            click.echo(line)
+    sys.exit(0 if report.clean else 1)
+
+
+@main.group()
+def timetable() -> None:
+    """Export or import the timetable a database sells (JSON)."""
+
+
+@timetable.command("export")
+@click.argument("file", type=click.File("wb"), default="-")
+@_database_option
+def timetable_export(file: Any, database: str) -> None:
+    """Write the database's timetable as JSON to FILE (- for stdout).
+
+    A database that has none yet (or does not exist) exports the demo timetable that its first
+    start would load, which makes a good template.
+    """
+    from railtix.demo.timetable import demo_timetable
+    from railtix.store import open_store
+
+    found = None
+    if not _is_file_database(database) or os.path.exists(database.removeprefix("sqlite://")):
+        store = open_store(database)
+        try:
+            found = store.get_timetable()
+        finally:
+            store.close()
+    if found is None:
+        click.echo(f"{database} has no timetable yet; exporting the demo timetable", err=True)
+        found = demo_timetable()
+    file.write(msgspec.json.format(msgspec.json.encode(found), indent=2) + b"\n")
+    name = getattr(file, "name", "-")
+    if name not in ("-", "<stdout>"):
+        click.echo(f"exported {len(found.stations)} stations, {len(found.trains)} trains to {name}", err=True)
+
+
+@timetable.command("import")
+@click.argument("file", type=click.File("rb"))
+@_database_option
+def timetable_import(file: Any, database: str) -> None:
+    """Replace the database's timetable with FILE (JSON), after validating it.
+
+    Refused when the database holds orders or sold seats: they name trains, stops and seats of
+    the timetable they were sold from. Restart a running server to sell from the new timetable.
+    """
+    from railtix.store import open_store
+
+    timetable = _read_timetable(file.read(), getattr(file, "name", "-"))
+    try:
+        store = open_store(database)
+    except Exception as e:
+        raise click.ClickException(f"cannot open the database {database}: {e}") from None
+    try:
+        has_orders = next(iter(store.all_orders()), None) is not None
+        has_runs = next(iter(store.all_runs()), None) is not None
+        if has_orders or has_runs:
+            raise click.ClickException(
+                f"{database} already holds orders; a timetable can only be imported into a database "
+                "that has sold nothing (use a new --database)"
+            )
+        store.put_timetable(timetable)
+    finally:
+        store.close()
+    click.echo(f"imported {len(timetable.stations)} stations, {len(timetable.trains)} trains into {database}; "
+               "restart the server to sell from it")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

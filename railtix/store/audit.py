@@ -7,10 +7,12 @@ path: plain Python ints, not the writer's numpy code) and reports
 - ``oversold``: two live orders holding the same seat on an overlapping leg;
 - ``mismatched``: a stored seat map that differs from the fold (class and seat indices);
 - ``capacity``: a leg where live tickets riding it plus seats the stored map leaves open there do
-  not add up to the class's seats (a double sale makes the sum too large, a stray sold bit too
-  small);
+  not add up to the class's seats (two tickets on a seat-leg the map counts once make the sum too
+  large, a leg sold in the map to no ticket too small). This catches a double sale even when the
+  stored maps agree with the orders, as they would if the writer itself had sold a seat twice;
 - ``orphans``: live orders whose run has no stored row (or whose train left the timetable);
-- ``unreadable``: stored rows that cannot be decoded against the timetable.
+- ``unreadable``: stored rows that cannot be decoded against the timetable;
+- ``unsettled``: runs that changed under every attempt to read them consistently (not verified).
 
 The audit reads a live database too. Runs and orders are read by separate queries, so a commit
 between them could look like a mismatch; every suspect run is therefore read again with its
@@ -20,6 +22,7 @@ its version) and reported only if the disagreement holds on a consistent read.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -31,9 +34,13 @@ from railtix.core.orders import LIVE, Order
 from railtix.core.timetable import Timetable, Train
 from railtix.store.base import Store, decode_maps
 
-#: Consistent re-reads tried per suspect run before the audit takes what it saw (a run being
-#: sold on continuously may move under every attempt).
-recheck_attempts_max = 5
+#: Re-reads tried per suspect run to get a consistent one, with a pause between them that
+#: doubles from ``recheck_pause_min_s`` up to ``recheck_pause_max_s`` (a run sold on without a
+#: pause can move under every read; about two seconds in all, then the run is reported as
+#: ``unsettled``: not verified, audit again when sales pause).
+recheck_attempts_max = 50
+recheck_pause_min_s = 0.001
+recheck_pause_max_s = 0.05
 
 #: Seat indices listed per mismatched run and class; the count is always exact.
 seats_listed_max = 50
@@ -84,10 +91,14 @@ class AuditReport(msgspec.Struct):
     capacity: list[CapacityError] = []
     orphans: list[Orphan] = []
     unreadable: list[Unreadable] = []
+    unsettled: list[str] = []
 
     @property
     def clean(self) -> bool:
-        return not (self.oversold or self.mismatched or self.capacity or self.orphans or self.unreadable)
+        """Nothing found and everything verified."""
+        return not (
+            self.oversold or self.mismatched or self.capacity or self.orphans or self.unreadable or self.unsettled
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {"clean": self.clean, **msgspec.to_builtins(self)}
@@ -99,6 +110,7 @@ class _RunFindings(msgspec.Struct):
     capacity: list[CapacityError] = []
     orphans: list[Orphan] = []
     unreadable: list[Unreadable] = []
+    settled: bool = True
 
     @property
     def clean(self) -> bool:
@@ -127,7 +139,10 @@ def audit_database(store: Store, timetable: Timetable | None = None) -> AuditRep
     for run in sorted(set(rows) | set(live)):
         found = check_run(timetable, run, rows.get(run), live.get(run, []))
         if not found.clean:
-            found = _recheck(store, timetable, run, found)
+            found = _recheck(store, timetable, run)
+            if not found.settled:
+                report.unsettled.append(run)
+                continue
         report.oversold += found.oversold
         report.mismatched += found.mismatched
         report.capacity += found.capacity
@@ -136,15 +151,18 @@ def audit_database(store: Store, timetable: Timetable | None = None) -> AuditRep
     return report
 
 
-def _recheck(store: Store, timetable: Timetable, run: str, found: _RunFindings) -> _RunFindings:
+def _recheck(store: Store, timetable: Timetable, run: str) -> _RunFindings:
     """The run's findings on a consistent read: its version unchanged across reading its orders."""
+    pause = recheck_pause_min_s
     for _ in range(recheck_attempts_max):
         before = store.run_row(run)
         orders = store.live_orders(run)
         after = store.run_row(run)
         if before == after:
             return check_run(timetable, run, None if before is None else bytes(before[1]), orders)
-    return found
+        time.sleep(pause)  # let the writer's burst pass
+        pause = min(2 * pause, recheck_pause_max_s)
+    return _RunFindings(settled=False)
 
 
 def check_run(timetable: Timetable, run: str, blob: bytes | None, orders: Iterable[Order]) -> _RunFindings:
@@ -225,10 +243,14 @@ def summary(report: AuditReport) -> list[str]:
         lines.append(f"ORPHAN order {r.order} on {r.run}: {r.reason}")
     for u in report.unreadable:
         lines.append(f"UNREADABLE {u.run}: {u.reason}")
+    for run in report.unsettled:
+        lines.append(f"UNSETTLED {run}: it changed under every read; audit again when sales pause")
     found = (
-        len(report.oversold), len(report.mismatched), len(report.capacity), len(report.orphans), len(report.unreadable)
+        len(report.oversold), len(report.mismatched), len(report.capacity), len(report.orphans),
+        len(report.unreadable), len(report.unsettled),
     )
     lines.append(
-        "problems: {} oversold, {} mismatched maps, {} capacity, {} orphans, {} unreadable".format(*found)
+        "problems: {} oversold, {} mismatched maps, {} capacity, {} orphans, {} unreadable, "
+        "{} not verified".format(*found)
     )
     return lines

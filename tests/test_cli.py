@@ -1,0 +1,342 @@
+"""The command line against a real server (``railtix serve`` in a subprocess on port 0): the whole
+user story, helpful errors with the right exit status, the saved login, the lazy subcommand
+groups, the serve banner and the timetable's export and import."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import queue
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+import pytest
+from click.testing import CliRunner, Result
+
+from railtix.cli import LazyGroup, main, yuan
+from railtix.client import Client
+from railtix.core.rides import today
+from railtix.core.timetable import Timetable
+from railtix.demo.timetable import demo_timetable
+from railtix.store import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+wait_s = 20.0
+ZHANG = "Zhang San,110101199001011234"
+LI = "Li Si,110101199001015678"
+
+Run = Callable[..., Result]
+
+
+def sale_date(days: int = 1) -> str:
+    return (today(time.time()) + dt.timedelta(days=days)).isoformat()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "config"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    monkeypatch.delenv("RAILTIX_SERVER", raising=False)
+    monkeypatch.delenv("RAILTIX_DATABASE", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")  # tables on one line each, whatever the terminal
+    return home
+
+
+@pytest.fixture
+def cli(config_home: Path) -> Run:
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(main, list(args), input=input)
+
+    return run
+
+
+def as_json(result: Result) -> dict[str, Any]:
+    assert result.stdout.strip(), result.output
+    return msgspec.json.decode(result.stdout.strip().splitlines()[-1])
+
+
+def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
+    server = start_server()
+    at = ["--server", f"{server.host}:{server.port}"]
+
+    r = cli(*at, "register", "alice", input="password123\n")  # password from stdin (not a TTY)
+    assert r.exit_code == 0, r.output
+    assert "registered alice" in r.stdout
+
+    r = cli(*at, "login", "alice", "--password", "password123")
+    assert r.exit_code == 0, r.output
+    saved = config_home / "railtix" / "config.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    logins = msgspec.json.decode(saved.read_bytes())["servers"]
+    assert logins[f"{server.host}:{server.port}"]["user"] == "alice"
+
+    r = cli(*at, "--json", "search", "Beijing South", "Shanghai Hongqiao")
+    assert r.exit_code == 0, r.output
+    found = as_json(r)
+    assert found["ok"] is True and found["date"] == sale_date(1)  # tomorrow, China time
+    g1 = next(t for t in found["trains"] if t["train"] == "G1")
+    second = next(c for c in g1["classes"] if c["class"] == "second")
+
+    r = cli(*at, "search", "VNP", "AOH")
+    assert r.exit_code == 0, r.output
+    g1_line = next(line for line in r.stdout.splitlines() if line.split()[:1] == ["G1"])
+    assert "07:00" in g1_line and "11:29" in g1_line and "4h29m" in g1_line
+    assert f"{second['left']} {yuan(second['price'])}" in g1_line
+
+    r = cli(*at, "buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", ZHANG, "--passenger", LI,
+            "--seat", "A", "--seat", "B")
+    assert r.exit_code == 0, r.output
+    m = re.search(r"held order (E[A-Z0-9]+)", r.stdout)
+    assert m, r.stdout
+    order_id = m.group(1)
+    assert "Zhang San" in r.stdout and "Li Si" in r.stdout
+    assert f"total {yuan(2 * second['price'])}" in r.stdout
+
+    r = cli(*at, "--json", "orders")
+    (held,) = as_json(r)["orders"]
+    assert held["order"] == order_id and held["status"] == "held" and held["date"] == sale_date(1)
+    assert sorted(t["seat"][-1] for t in held["tickets"]) == ["A", "B"]
+
+    r = cli(*at, "pay", order_id)
+    assert r.exit_code == 0, r.output
+    assert f"paid order {order_id} — paid" in r.stdout
+
+    r = cli(*at, "orders")
+    assert r.exit_code == 0, r.output
+    row = next(line for line in r.stdout.splitlines() if order_id in line)
+    assert "paid" in row and "Beijing South → Shanghai Hongqiao" in row and "G1" in row
+
+    r = cli(*at, "refund", order_id, "--json")  # --json also after the subcommand
+    assert r.exit_code == 0, r.output
+    done = as_json(r)["order"]
+    assert done["status"] == "refunded" and done["refund"] + done["fee"] == done["price"]
+
+    r = cli(*at, "--json", "order", order_id)
+    assert as_json(r)["order"]["status"] == "refunded"
+
+    r = cli(*at, "refund", order_id)
+    assert r.exit_code == 1
+    assert "refunded" in r.stderr
+
+    r = cli(*at, "logout")
+    assert r.exit_code == 0
+    assert msgspec.json.decode(saved.read_bytes())["servers"] == {}
+    r = cli(*at, "orders")
+    assert r.exit_code == 1 and "railtix login" in r.stderr
+
+    # a database that has sold tickets keeps its timetable
+    assert server.stop() == 0
+    tt = config_home / "tt.json"
+    tt.write_bytes(msgspec.json.encode(demo_timetable()))
+    r = cli("timetable", "import", str(tt), "--database", str(server.database))
+    assert r.exit_code == 1 and "already holds orders" in r.output
+
+
+def test_unknown_station_suggests_and_exits_1(start_server: Any, cli: Run) -> None:
+    server = start_server()
+    at = ["--server", f"{server.host}:{server.port}"]
+    r = cli(*at, "search", "Bejing South", "AOH")
+    assert r.exit_code == 1
+    assert "did you mean Beijing South (VNP)" in r.stderr
+    assert r.stdout == ""
+
+    r = cli(*at, "--json", "search", "Bejing South", "AOH")
+    assert r.exit_code == 1
+    reply = as_json(r)
+    assert reply["ok"] is False and reply["error"]["code"] == "unknown_station"
+
+
+def test_unreachable_server(cli: Run) -> None:
+    port = free_port()
+    r = cli("--server", f"127.0.0.1:{port}", "search", "VNP", "AOH")
+    assert r.exit_code == 1
+    assert f"cannot reach the server at 127.0.0.1:{port}" in r.stderr
+    assert "make run" in r.stderr and "railtix serve" in r.stderr
+
+
+def test_server_from_environment(cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv("RAILTIX_SERVER", f"127.0.0.1:{port}")
+    r = cli("stations")
+    assert r.exit_code == 1 and f"127.0.0.1:{port}" in r.stderr
+
+
+def test_not_logged_in(start_server: Any, cli: Run) -> None:
+    server = start_server()
+    r = cli("--server", f"{server.host}:{server.port}", "buy", "G1", "--from", "VNP", "--to", "AOH",
+            "--passenger", ZHANG)
+    assert r.exit_code == 1
+    assert "not logged in" in r.stderr and "railtix login" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", "no comma here"],
+        ["buy", "G1", "--to", "AOH", "--passenger", ZHANG],
+        ["buy", "G1", "--from", "VNP", "--to", "AOH", *["--passenger", ZHANG] * 6],
+        ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", ZHANG, "--seat", "E"],
+        ["search", "VNP"],
+        ["--server", "host:notaport", "stations"],
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_exit_2(cli: Run, args: list[str]) -> None:
+    r = cli(*args)
+    assert r.exit_code == 2, r.output
+
+
+def test_stations_filter_and_train(start_server: Any, cli: Run) -> None:
+    server = start_server()
+    at = ["--server", f"{server.host}:{server.port}"]
+    r = cli(*at, "stations", "hongqiao")
+    assert r.exit_code == 0
+    assert "AOH" in r.stdout and "上海虹桥" in r.stdout and "VNP" not in r.stdout
+    r = cli(*at, "--json", "train", "G1", "--date", "tomorrow")
+    info = as_json(r)
+    assert info["date"] == sale_date(1) and info["stops"][0]["station"] == "VNP"
+    r = cli(*at, "train", "G1")
+    assert r.exit_code == 0 and "Nanjing South" in r.stdout
+
+
+def test_password_is_read_from_stdin_and_blank_is_refused(start_server: Any, cli: Run) -> None:
+    server = start_server()
+    at = ["--server", f"{server.host}:{server.port}"]
+    assert cli(*at, "register", "bob", input="\n").exit_code == 2
+    assert cli(*at, "register", "bob", input="s3cret-words\n").exit_code == 0
+    r = cli(*at, "login", "bob", input="wrong-words\n")
+    assert r.exit_code == 1 and "wrong" in r.stderr
+    assert cli(*at, "login", "bob", input="s3cret-words\n").exit_code == 0
+
+
+def test_lazy_group_reports_a_missing_module(cli: Run) -> None:
+    @click.group(cls=LazyGroup, lazy_subcommands={"ghost": ("railtix.no_such_module:cmd", "Not here.")})
+    def group() -> None:
+        pass
+
+    runner = CliRunner()
+    r = runner.invoke(group, ["--help"])
+    assert r.exit_code == 0 and "ghost" in r.output and "Not here." in r.output
+    r = runner.invoke(group, ["ghost", "--some-flag", "x"])
+    assert r.exit_code == 1
+    assert "not available" in r.output and "railtix.no_such_module" in r.output
+
+
+def test_help_and_client_commands_do_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "from railtix.cli import main\n"
+        "try:\n"
+        "    main(['--help'], standalone_mode=False)\n"
+        "finally:\n"
+        "    heavy = [m for m in ('matplotlib', 'railtix.bench.cli', 'railtix.demo.cli', 'numpy',\n"
+        "             'railtix.service.service') if m in sys.modules]\n"
+        "    print('HEAVY', heavy)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=wait_s)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert "bench" in out.stdout and "demo" in out.stdout
+
+
+def test_serve_banner_timetable_and_hold_minutes(tmp_path: Path) -> None:
+    full = demo_timetable()
+    small = Timetable(stations=full.stations, trains=full.trains[:3], fare_per_km=full.fare_per_km)
+    tt = tmp_path / "small.json"
+    tt.write_bytes(msgspec.json.encode(small))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "railtix", "serve", "--tcp", "127.0.0.1:0", "--database",
+         str(tmp_path / "small.db"), "--timetable", str(tt), "--hold-minutes", "7"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + wait_s
+        while not seen or not seen[-1].startswith("stop with"):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line, "server exited early:\n" + "".join(seen)
+            seen.append(line)
+        m = re.fullmatch(r"railtix listening tcp://127\.0\.0\.1:(\d+)\n", seen[0])
+        assert m, seen[0]
+        banner = "".join(seen[1:])
+        assert f"{len(full.stations)} stations, 3 trains" in banner
+        assert "7 minutes" in banner and "small.db" in banner and "asyncio" in banner
+        assert f"--server 127.0.0.1:{m.group(1)}" in banner  # not the default port: say so
+        first = small.trains[0]
+        assert f"buy {first.number} --from {first.stops[0].station}" in banner
+        with Client("127.0.0.1", int(m.group(1)), timeout=wait_s) as c:
+            assert c.hello()["limits"]["hold_minutes"] == 7
+            assert len(c.stations()["stations"]) == len(full.stations)
+            assert c.train(first.number)["train"] == first.number
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(wait_s)
+    assert proc.returncode == 0
+    store = open_store(str(tmp_path / "small.db"))
+    try:
+        assert store.get_timetable() == small
+    finally:
+        store.close()
+
+
+def test_timetable_export_import_round_trip(cli: Run, tmp_path: Path) -> None:
+    out = tmp_path / "tt.json"
+    r = cli("timetable", "export", str(out), "--database", str(tmp_path / "absent.db"))
+    assert r.exit_code == 0, r.output
+    assert "demo" in r.stderr
+    assert not (tmp_path / "absent.db").exists()
+    exported = msgspec.json.decode(out.read_bytes(), type=Timetable)
+    assert exported == demo_timetable()
+
+    db = tmp_path / "new.db"
+    r = cli("timetable", "import", str(out), "--database", str(db))
+    assert r.exit_code == 0, r.output
+    r = cli("timetable", "export", "-", "--database", str(db))
+    assert r.exit_code == 0
+    assert msgspec.json.decode(r.stdout, type=Timetable) == exported
+
+
+def test_timetable_import_validates(cli: Run, tmp_path: Path) -> None:
+    full = demo_timetable()
+    broken = Timetable(stations=full.stations, trains=(full.trains[0], full.trains[0]))
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(msgspec.json.encode(broken))
+    r = cli("timetable", "import", str(bad), "--database", str(tmp_path / "x.db"))
+    assert r.exit_code == 1 and "two trains share a number" in r.output
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"stations": 3}')
+    r = cli("timetable", "import", str(junk), "--database", str(tmp_path / "x.db"))
+    assert r.exit_code == 1 and "not a railtix timetable" in r.output
