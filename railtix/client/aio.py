@@ -43,6 +43,11 @@ class _Dropped(Exception):
     pass
 
 
+def _expire(conn: _Connection, rid: int, fut: asyncio.Future[dict[str, Any]]) -> None:
+    if conn.pending.pop(rid, None) is not None and not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class _Connection:
     """One TCP connection and the futures of its unanswered requests."""
 
@@ -129,6 +134,8 @@ class AsyncClient:
         return format_address(self.host, self.port)
 
     async def connect(self) -> AsyncClient:
+        if self._conn is not None and not self._conn.closed:
+            return self
         if self._connecting is None:
             self._connecting = asyncio.Lock()
             self._slots = asyncio.Semaphore(limits.in_flight_per_connection_max)
@@ -174,11 +181,14 @@ class AsyncClient:
         except OSError as e:
             conn.pending.pop(rid, None)
             raise _Dropped(str(e)) from None
+        # a timer rather than asyncio.wait_for, which costs a task per request
+        timer = asyncio.get_running_loop().call_later(self.timeout, _expire, conn, rid, fut)
         try:
-            return await asyncio.wait_for(fut, self.timeout)
+            return await fut
         except TimeoutError:
-            conn.pending.pop(rid, None)
             raise ReplyTimeout(f"no reply from {self.address} within {self.timeout:g} s") from None
+        finally:
+            timer.cancel()
 
     async def request(self, req: dict[str, Any]) -> dict[str, Any]:
         """Send one request object (with ``op``); the raw reply, ``ok`` or not."""
