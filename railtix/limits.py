@@ -82,3 +82,36 @@ token_days = 30
 
 #: Seconds the server waits for in-flight work when asked to stop before it forces.
 shutdown_grace_s = 10.0
+
+# --- serving models -------------------------------------------------------------------------
+#: Connection threads of the ``threads`` model. Each reserves a stack and takes turns at the GIL;
+#: past a few hundred, switching between them costs more than it serves, and the lecture's point
+#: (a thread per client does not scale) is made. Over it a new client gets ``busy`` and is closed.
+threads_max = 512
+
+#: Worker processes of the ``processes`` model. Each has its own writer, store connections and
+#: run cache; SQLite admits one writer at a time, so processes beyond the cores only add lock
+#: waits. 64 covers any machine we run on and keeps a typo from forking thousands.
+workers_max = 64
+
+#: A worker that dies within ``worker_boot_s`` of its start is failing to boot (bad database,
+#: missing file). The supervisor then waits before the next try, doubling from the first value
+#: up to the second, so a broken setup does not fork in a tight loop; a worker that lived longer
+#: is replaced at once.
+worker_boot_s = 1.0
+worker_restart_backoff_min_s = 0.1
+worker_restart_backoff_max_s = 5.0
+
+#: How often a blocked serving loop (a connection thread waiting for its socket or for a commit,
+#: an accept loop, the supervisor) looks up to see whether it was told to stop. Short enough that
+#: a stop feels immediate, long enough to cost nothing while idle.
+serve_tick_s = 0.2
+
+#: On a stop, how long a server goes on reading before it closes its connections, so that the
+#: requests clients sent before the signal (already in the kernel's buffers) are answered rather
+#: than reset.
+shutdown_read_s = 0.05
+
+#: A worker process checks this often that its supervisor is still alive (besides asking Linux
+#: for PR_SET_PDEATHSIG), so that a worker whose supervisor was killed stops by itself.
+orphan_check_s = 1.0
