@@ -1,3 +1,3 @@
 from railtix.cli import main
 
-main()
+main(prog_name="railtix")
