@@ -1,0 +1,132 @@
+"""``railtix bench``: the command line of the load generator.
+
+    railtix bench rush  --target tcp://127.0.0.1:5002 --clients 1000 --duration 10 --seed 7 \\
+                        --json bench.json --plot bench.png [--pipeline K] [--processes P]
+    railtix bench mixed …     railtix bench soak --rate 2000 --duration 300 …
+    railtix bench rush --serve            # start a server on a temporary database, bench it, audit it
+    railtix bench rush --ceiling          # also measure the null server: railtix as a fraction of it
+    railtix bench rush --target null      # only the generator's ceiling
+    railtix bench compare --models asyncio,threads --clients 1,100,1000 --slow-client
+    railtix bench audit --database railtix.db
+
+Exit status: 0 when the audit is clean (or could not run for want of a database: it says so),
+1 when it found a problem, 2 when the bench could not run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from railtix.bench import limits
+from railtix.bench.plan import SCENARIOS
+from railtix.bench.runner import DEFAULT_TARGET, BenchFailed, Options, execute
+
+
+def _common(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--target", default=DEFAULT_TARGET, show_default=True,
+                     help="tcp://HOST:PORT of the server, or 'null' for the null server alone."),
+        click.option("--clients", type=click.IntRange(1, limits.clients_max), default=100, show_default=True,
+                     help="Connections, each one client."),
+        click.option("--duration", "duration_s", type=click.FloatRange(0.1, None), default=10.0, show_default=True,
+                     help="Seconds of load (a rush ends sooner when it sells out)."),
+        click.option("--seed", type=click.IntRange(0, None), default=None,
+                     help="Seed of the request plan; random and printed when absent."),
+        click.option("--pipeline", type=click.IntRange(1, limits.pipeline_max), default=1, show_default=True,
+                     help="Requests in flight per connection."),
+        click.option("--processes", type=click.IntRange(1, limits.processes_max), default=1, show_default=True,
+                     help="Load processes (when one core cannot drive the load)."),
+        click.option("--rate", type=click.FloatRange(0, None), default=None,
+                     help="Requests per second in all, paced open-loop; 0 is the closed loop "
+                          "(default; soak: 2000)."),
+        click.option("--runs", type=click.IntRange(1, 100), default=8, show_default=True,
+                     help="Runs (train and date) the rush sells."),
+        click.option("--database", default=None,
+                     help="The server's SQLite file, for the audit (default ./railtix.db when the "
+                          "target is 127.0.0.1:5002 and the file exists)."),
+        click.option("--serve/--no-serve", default=False,
+                     help="Start `railtix serve` on port 0 with a temporary database and bench that."),
+        click.option("--model", default=None, help="Serving model of the server --serve starts."),
+        click.option("--ceiling", is_flag=True, help="Also run the same load against the null server first."),
+        click.option("--null-workers", type=click.IntRange(1, 16), default=1, show_default=True,
+                     help="Processes of the null server."),
+        click.option("--slow-client", is_flag=True,
+                     help="Keep one extra connection that sends half a request line and then nothing."),
+        click.option("--drain", "drain_s", type=click.FloatRange(0, None), default=limits.drain_timeout_s,
+                     show_default=True, help="Seconds to wait for replies after the duration."),
+        click.option("--json", "json_path", default=None, help="JSON report [default: bench-SCENARIO.json]; '-' for none."),
+        click.option("--plot", "plot_path", default=None, help="PNG plot [default: bench-SCENARIO.png]; '-' for none."),
+        click.option("--quiet", is_flag=True, help="No progress line and no table."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def _output(path: str | None, default: str) -> str | None:
+    if path is None:
+        return default
+    return None if path in ("-", "") else path
+
+
+@click.group()
+def bench() -> None:
+    """Load generator with a correctness audit, reports and plots."""
+
+
+def _scenario_command(name: str, doc: str) -> None:
+    @bench.command(name=name, help=doc)
+    @_common
+    def command(**kw: Any) -> None:
+        kw["json_path"] = _output(kw["json_path"], f"bench-{name}.json")
+        kw["plot_path"] = _output(kw["plot_path"], f"bench-{name}.png")
+        o = Options(scenario=name, **kw)
+        try:
+            _, status = execute(o, click.echo)
+        except BenchFailed as e:
+            click.echo(f"railtix bench: {e}", err=True)
+            sys.exit(2)
+        sys.exit(status)
+
+
+_DOCS = {
+    "rush": "The 抢票 moment: every client buys on a few runs until they sell out, and pays most of what it holds.",
+    "mixed": "12306's shape: about 90 % searches, 10 % buys, pays, cancels and refunds.",
+    "soak": "The mixed load held steady at --rate requests per second for --duration seconds.",
+}
+for _name in SCENARIOS:
+    _scenario_command(_name, _DOCS[_name])
+
+
+@bench.command(name="audit")
+@click.option("--database", required=True, help="The server's SQLite file (or a store URL).")
+@click.option("--json", "json_path", default=None, help="Write the findings as JSON.")
+def audit_command(database: str, json_path: str | None) -> None:
+    """Check a database: no seat-segment sold twice, seat maps equal to their orders."""
+    from railtix.bench.audit import audit
+    from railtix.bench.report import write_json
+
+    try:
+        found = audit(database)
+    except FileNotFoundError as e:
+        click.echo(f"railtix bench audit: {e}", err=True)
+        sys.exit(2)
+    c = found["checked"]
+    click.echo(f"checked {c['runs']:,} runs, {c['orders']:,} orders ({c['live_orders']:,} live, {c['tickets']:,} tickets)")
+    for k in ("oversold", "capacity", "mismatched", "orphans", "unreadable"):
+        click.echo(f"  {k}: {found[k]}")
+    for line in found["details"]:
+        click.echo("  " + line)
+    click.echo("clean" if found["clean"] else "FAILED")
+    if json_path:
+        write_json(found, json_path)
+    sys.exit(0 if found["clean"] else 1)
+
+
+from railtix.bench.compare import compare_command  # noqa: E402  (registers `compare`)
+
+bench.add_command(compare_command)

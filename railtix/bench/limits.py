@@ -1,0 +1,65 @@
+"""The load generator's own bounds, each with its reason (qualifier last, as in railtix.limits).
+
+They bound the generator, not the server, which is why they live beside it rather than in
+``railtix/limits.py``: changing them never changes what a server accepts.
+"""
+
+from __future__ import annotations
+
+#: Connections one bench drives (the issue's largest rush). The server's own
+#: ``connections_max`` is the same number, and the two processes together stay under the usual
+#: 20,000 file descriptors.
+clients_max = 10_000
+
+#: Requests in flight per connection. The server answers ``too_many_in_flight`` beyond its own
+#: ``in_flight_per_connection_max`` (256); a bench past it would only measure refusals.
+pipeline_max = 256
+
+#: Load processes. More than twice the cores only adds context switches.
+processes_max = 64
+
+#: Users the bench registers. Password hashing costs ~50-90 ms on the server, two at a time,
+#: and each user costs two (register, login): 20 users are about 2-4 s of setup before the clock
+#: starts. Connections share their tokens; the server's writer is fair per connection, not per
+#: user, so more users would change nothing it measures.
+users_max = 20
+
+#: Connects attempted at once while opening the clients' connections (the server's listen
+#: backlog is 4096; staying well under it keeps connects from being dropped and retried).
+connects_at_once_max = 256
+
+#: Seconds a connect may take before the client is counted as failed.
+connect_timeout_s = 10.0
+
+#: Seconds the bench waits, after the duration, for replies to requests already sent. Past it,
+#: what is still unanswered is counted under ``unanswered`` and the connections are closed.
+drain_timeout_s = 10.0
+
+#: Requests per second one bench process is assumed to reach in the closed loop, to size what it
+#: encodes ahead (the null server's ceiling on this 2-core machine, about 40,000).
+requests_per_s_guess = 40_000
+
+#: Requests encoded per process before the clock starts. Encoding is done ahead so that the
+#: measured loop only writes bytes; past this budget steps are encoded as they are needed.
+prepared_per_worker_max = 200_000
+
+#: Consecutive ``sold_out`` replies on one (run, class) after which the rush stops trying it:
+#: random segments keep finding an odd free leg long after a run is, for a buyer, sold out.
+sold_out_streak_max = 100
+
+#: Seconds a server the bench starts may take to print its address (first start loads the demo
+#: timetable and runs migrations).
+server_start_timeout_s = 60.0
+
+#: Seconds a server the bench started gets to stop after SIGTERM before it is killed.
+server_stop_timeout_s = 30.0
+
+#: Seconds the setup (register, login, timetable checks) may take in all.
+setup_timeout_s = 300.0
+
+#: Seconds of one bench run's timeline kept in per-second buckets (a soak longer than this
+#: still runs; its later seconds are folded into the last bucket).
+timeline_seconds_max = 86_400
+
+#: Lines of audit findings kept in reports; counts are always exact.
+audit_details_max = 20

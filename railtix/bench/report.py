@@ -1,0 +1,405 @@
+"""From the load processes' results to one document: merged histograms, rates, the timeline,
+then a table for people, JSON for scripts and a PNG for the eye.
+
+The JSON's top level has what outside scripts read: ``confirmed_per_s``, ``latency_ms`` (per
+operation: p50, p90, p99, p999, in milliseconds), ``errors`` (count per error code) and
+``audit`` (``oversold``, ``lost``, ``duplicates`` and the store's other checks). Every other
+figure is there too, with the timeline in per-second buckets.
+
+Rates: ``requests_per_s`` is every reply over the whole run (until the last reply);
+``confirmed_per_s`` is confirmed purchases (``ok`` replies to first-time buys) over the selling
+window, from the start until the last confirmed purchase: a rush that sells out in 3 s of a
+10 s run sold for 3 s, not 10.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from hdrh.histogram import HdrHistogram
+
+from railtix.bench.load import HIST_DIGITS, HIST_HIGH_US, HIST_LOW_US, OPS
+
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+
+
+def _add_counts(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
+
+
+def _histograms(encoded: Sequence[dict[str, str]]) -> dict[str, HdrHistogram]:
+    out: dict[str, HdrHistogram] = {}
+    for per_op in encoded:
+        for op, text in per_op.items():
+            h = HdrHistogram.decode(text.encode())
+            if op in out:
+                out[op].add(h)
+            else:
+                merged = HdrHistogram(HIST_LOW_US, HIST_HIGH_US, HIST_DIGITS)
+                merged.add(h)
+                out[op] = merged
+    return out
+
+
+def _sum_series(series: Sequence[Sequence[int]]) -> list[int]:
+    n = max((len(s) for s in series), default=0)
+    out = [0] * n
+    for s in series:
+        for i, v in enumerate(s):
+            out[i] += v
+    return out
+
+
+def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The load processes' results as one."""
+    m: dict[str, Any] = {
+        "clients": sum(r["clients"] for r in results),
+        "connect_failed": {},
+        "wall_start": min(r["wall_start"] for r in results),
+        "elapsed_s": max(r["elapsed_s"] for r in results),
+        "stopped_s": max(r["stopped_s"] for r in results),
+        "selling_s": max(r["selling_s"] for r in results),
+        "interval_us": max(r["interval_us"] for r in results),
+        "cpu_s": [round(r["cpu_s"], 3) for r in results],
+        "ok": {op: sum(r["ok"][op] for r in results) for op in OPS},
+        "err": {op: sum(r["err"][op] for r in results) for op in OPS},
+        "errors": {},
+        "errors_by_op": {},
+        "acks": {},
+        "pending": {},
+        "key_mismatches": [],
+        "key_inconsistent": [],
+    }
+    sold_out = [r["sold_out_s"] for r in results]
+    m["sold_out_s"] = max(sold_out) if sold_out and all(s is not None for s in sold_out) else None
+    for k in ("sent", "skipped", "unanswered", "lost_in_flight", "protocol_errors"):
+        m[k] = sum(r[k] for r in results)
+    for r in results:
+        _add_counts(m["connect_failed"], r["connect_failed"])
+        _add_counts(m["errors"], r["errors"])
+        for op, codes in r["errors_by_op"].items():
+            _add_counts(m["errors_by_op"].setdefault(op, {}), codes)
+        m["acks"].update(r["acks"])
+        m["pending"].update(r["pending"])
+        m["key_mismatches"] += [tuple(x) for x in r["key_mismatches"]]
+        m["key_inconsistent"] += [tuple(x) for x in r["key_inconsistent"]]
+    m["hist"] = _histograms([r["hist"] for r in results])
+    m["hist_corrected"] = _histograms([r["hist_corrected"] for r in results])
+    m["ok_per_s"] = {op: _sum_series([r["ok_per_s"][op] for r in results]) for op in OPS}
+    m["err_per_s"] = _sum_series([r["err_per_s"] for r in results])
+    return m
+
+
+def latency(hists: dict[str, HdrHistogram]) -> dict[str, dict[str, float]]:
+    out = {}
+    for op in OPS:
+        h = hists.get(op)
+        if h is None or not h.get_total_count():
+            continue
+        row: dict[str, float] = {"count": h.get_total_count()}
+        for name, p in PERCENTILES:
+            row[name] = round(h.get_value_at_percentile(p) / 1000, 3)
+        row["max"] = round(h.get_max_value() / 1000, 3)
+        row["mean"] = round(h.get_mean_value() / 1000, 3)
+        out[op] = row
+    return out
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import uvloop
+
+        uv = uvloop.__version__
+    except ImportError:
+        uv = None
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "system": f"{platform.system()} {platform.release()}",
+        "python": sys.version.split()[0],
+        "uvloop": uv,
+    }
+
+
+def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
+    """The report of one run. ``meta``: scenario, seed, target and the options it ran with."""
+    elapsed = m["elapsed_s"] or 1e-9
+    replies = sum(m["ok"].values()) + sum(m["err"].values())
+    closed = not meta.get("rate")
+    confirmed = m["ok"]["buy"]
+    selling = m["selling_s"] if m["selling_s"] > 0 else elapsed
+    doc: dict[str, Any] = {
+        **meta,
+        "loop": "closed" if closed else "open",
+        "started": dt.datetime.fromtimestamp(m["wall_start"], dt.UTC).isoformat(timespec="seconds"),
+        "clients_connected": m["clients"],
+        "elapsed_s": round(elapsed, 3),
+        "selling_s": round(selling, 3),
+        "sold_out_s": None if m["sold_out_s"] is None else round(m["sold_out_s"], 3),
+        "requests": replies,
+        "requests_per_s": round(replies / elapsed, 1),
+        "confirmed": confirmed,
+        "confirmed_per_s": round(confirmed / selling, 1) if confirmed else 0.0,
+        "paid": m["ok"]["pay"],
+        "cancelled": m["ok"]["cancel"],
+        "refunded": m["ok"]["refund"],
+        "searches": m["ok"]["search"],
+        "searches_per_s": round(m["ok"]["search"] / elapsed, 1),
+        "ops": {
+            op: {"ok": m["ok"][op], "errors": m["err"][op], "per_s": round((m["ok"][op] + m["err"][op]) / elapsed, 1)}
+            for op in OPS
+            if m["ok"][op] or m["err"][op]
+        },
+        "latency_ms": latency(m["hist"]),
+        "latency_method": (
+            "closed loop: at each percentile the larger of the uncorrected value and the value "
+            "corrected with HdrHistogram's record_corrected_value (expected interval "
+            f"{m['interval_us'] / 1000:.3f} ms, the mean time between requests of one pipeline slot)"
+            if closed
+            else "open loop: latency from each request's intended send time (rate / clients, round-robin)"
+        ),
+        "errors": dict(sorted(m["errors"].items(), key=lambda kv: -kv[1])),
+        "errors_by_op": m["errors_by_op"],
+        "timeline": {
+            "requests": [sum(v) for v in zip(*(m["ok_per_s"][op] for op in OPS), strict=True)],
+            "confirmed": m["ok_per_s"]["buy"],
+            "searches": m["ok_per_s"]["search"],
+            "paid": m["ok_per_s"]["pay"],
+            "errors": m["err_per_s"],
+        },
+        "generator": {
+            "sent": m["sent"],
+            "skipped_sold_out": m["skipped"],
+            "unanswered": m["unanswered"],
+            "lost_in_flight": m["lost_in_flight"],
+            "protocol_errors": m["protocol_errors"],
+            "connect_failed": m["connect_failed"],
+            "key_inconsistent": len(m["key_inconsistent"]),
+            #: CPU seconds each load process used while the clock ran, over the elapsed time: near
+            #: 1.0 means that process was the limit, not the server
+            "cpu_busy": [round(c / elapsed, 3) for c in m["cpu_s"]],
+            "cpu_us_per_reply": round(sum(m["cpu_s"]) * 1e6 / replies, 1) if replies else None,
+        },
+        "machine": machine(),
+    }
+    if closed and m["hist_corrected"]:
+        corrected = latency(m["hist_corrected"])
+        doc["latency_ms_uncorrected"] = doc["latency_ms"]
+        doc["latency_ms_corrected"] = corrected
+        doc["latency_ms"] = _conservative(doc["latency_ms"], corrected)
+    _trim_timeline(doc["timeline"], elapsed)
+    return doc
+
+
+def _conservative(raw: dict[str, dict[str, float]], corrected: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per percentile the worse of the two: the correction may only make a figure worse.
+
+    In a saturated closed loop the expected interval is about the latency itself, and the
+    samples the correction adds (latency - k x interval) fall below the real ones; taken alone
+    they would make the median look better than what was measured.
+    """
+    out = {}
+    for op, row in raw.items():
+        c = corrected.get(op, row)
+        out[op] = {k: (v if k == "count" else max(v, c.get(k, v))) for k, v in row.items()}
+    return out
+
+
+def _trim_timeline(tl: dict[str, list[int]], elapsed: float) -> None:
+    """Whole seconds only: a last, partial second would read as a fall in throughput."""
+    keep = max(1, int(elapsed))
+    for k in tl:
+        tl[k] = tl[k][:keep]
+
+
+def write_json(doc: dict[str, Any], path: str) -> None:
+    with open(path, "wb") as f:
+        f.write(msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n")
+
+
+# --- for people ------------------------------------------------------------------------------------
+def _n(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def console() -> Any:
+    """rich's Console; 120 columns when writing to a file or a pipe, where it cannot ask."""
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=120)
+
+
+def table(doc: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"railtix bench {doc['scenario']} — {doc['clients']} clients, seed {doc['seed']}, {doc['target']}")
+    for col in ("op", "ok", "errors", "per s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"):
+        t.add_column(col, justify="left" if col == "op" else "right", no_wrap=True)
+    lat = doc["latency_ms"]
+    for op, row in doc["ops"].items():
+        lt = lat.get(op, {})
+        t.add_row(
+            op, f"{row['ok']:,}", f"{row['errors']:,}", _n(row["per_s"]),
+            *(f"{lt[k]:.2f}" if k in lt else "-" for k in ("p50", "p90", "p99", "p999", "max")),
+        )
+    return t
+
+
+def headline(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        f"confirmed purchases: {doc['confirmed']:,} in {doc['selling_s']:.2f} s = {_n(doc['confirmed_per_s'])}/s"
+        + (f" (sold out after {doc['sold_out_s']:.2f} s)" if doc.get("sold_out_s") else ""),
+        f"requests: {doc['requests']:,} in {doc['elapsed_s']:.2f} s = {_n(doc['requests_per_s'])}/s; "
+        f"searches {_n(doc['searches_per_s'])}/s; {doc['loop']} loop, pipeline {doc['pipeline']}, "
+        f"{doc['processes']} process(es)",
+    ]
+    if doc["errors"]:
+        lines.append("errors: " + ", ".join(f"{k} {v:,}" for k, v in doc["errors"].items()))
+    g = doc["generator"]
+    if g["unanswered"] or g["protocol_errors"] or g["connect_failed"] or g["lost_in_flight"]:
+        lines.append(
+            f"generator: {g['unanswered']} unanswered, {g['lost_in_flight']} lost with their connection, "
+            f"{g['protocol_errors']} protocol errors, connect failures {g['connect_failed'] or 0}"
+        )
+    c = doc.get("ceiling")
+    if c:
+        lines.append(
+            f"ceiling (null server, same load): {_n(c['requests_per_s'])} requests/s; "
+            f"railtix reached {c['fraction']:.1%} of it"
+        )
+    a = doc.get("audit") or {}
+    if a.get("skipped"):
+        lines.append(f"audit: skipped ({a['skipped']})")
+    elif a:
+        verdict = "clean" if a["clean"] else "FAILED"
+        lines.append(
+            f"audit {verdict}: oversold {a['oversold']}, lost {a['lost']}, duplicates {a['duplicates']}, "
+            f"capacity {a['capacity']}, mismatched maps {a['mismatched']}, orphans {a['orphans']} "
+            f"({a['checked'].get('orders', 0):,} orders, {a['checked'].get('confirmed_replies', 0):,} confirmed replies checked)"
+        )
+        lines += ["  " + d for d in a.get("details", [])]
+    return lines
+
+
+# --- plots -----------------------------------------------------------------------------------------
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot(doc: dict[str, Any], path: str) -> None:
+    """Throughput over time and latency percentiles per operation, one PNG."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8.5))
+    tl = doc["timeline"]
+    xs = list(range(len(tl["requests"])))
+    top.plot(xs, tl["requests"], label="replies/s", color="tab:blue")
+    top.plot(xs, tl["confirmed"], label="confirmed purchases/s", color="tab:green")
+    if any(tl["searches"]):
+        top.plot(xs, tl["searches"], label="searches/s", color="tab:purple")
+    if any(tl["paid"]):
+        top.plot(xs, tl["paid"], label="paid/s", color="tab:olive")
+    if any(tl["errors"]):
+        top.plot(xs, tl["errors"], label="errors/s", color="tab:red")
+    c = doc.get("ceiling")
+    if c and c.get("timeline"):
+        top.plot(range(len(c["timeline"])), c["timeline"], "--", color="grey", label="null server replies/s (ceiling)")
+    top.set_xlabel("second of the run")
+    top.set_ylabel("per second")
+    top.set_title(
+        f"railtix bench {doc['scenario']}: {doc['clients']} clients, pipeline {doc['pipeline']}, "
+        f"{doc['processes']} process(es), seed {doc['seed']} — {doc.get('server', '')}"
+    )
+    top.grid(alpha=0.3)
+    top.legend(loc="upper right", fontsize=8)
+    lat = doc["latency_ms"]
+    ops = list(lat)
+    width = 0.2
+    for k, (name, _) in enumerate(PERCENTILES):
+        vals = [max(lat[op][name], 0.001) for op in ops]
+        pos = [i + (k - 1.5) * width for i in range(len(ops))]
+        bars = bottom.bar(pos, vals, width, label=name.replace("p999", "p99.9"))
+        for b, v in zip(bars, vals, strict=True):
+            bottom.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=6)
+    bottom.set_xticks(range(len(ops)), ops)
+    every = [lat[op][name] for op in ops for name, _ in PERCENTILES]
+    wide = bool(every) and max(every) > 20 * max(min(every), 0.001)
+    if wide:
+        bottom.set_yscale("log")
+    bottom.set_ylabel("latency, ms" + (" (log)" if wide else ""))
+    bottom.set_title(f"latency per operation ({doc['loop']} loop" + (", corrected for coordinated omission)" if doc["loop"] == "closed" else ", from intended send time)"))
+    bottom.grid(alpha=0.3, axis="y")
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare_table(rows: Sequence[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    t = Table(title="railtix bench compare")
+    cols = ("config", "model", "clients", "slow client", "replies/s", "confirmed/s", "searches/s",
+            "buy p99 ms", "search p99 ms", "errors", "audit")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("config", "model", "audit") else "right")
+    for r in rows:
+        if r.get("failed"):
+            t.add_row(r["name"], r["model"], str(r["clients"]), "yes" if r["slow"] else "no",
+                      "-", "-", "-", "-", "-", "-", "failed: " + r["failed"][:60])
+            continue
+        t.add_row(
+            r["name"], r["model"], f"{r['clients']:,}", "yes" if r["slow"] else "no",
+            _n(r["requests_per_s"]), _n(r["confirmed_per_s"]), _n(r["searches_per_s"]),
+            "-" if r["buy_p99_ms"] is None else f"{r['buy_p99_ms']:.1f}",
+            "-" if r["search_p99_ms"] is None else f"{r['search_p99_ms']:.1f}",
+            f"{r['errors']:,}", r["audit"],
+        )
+    return t
+
+
+def compare_plot(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
+    plt = _pyplot()
+    ok = [r for r in rows if not r.get("failed")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    names = [r["name"] for r in ok]
+    colors = ["tab:orange" if r["slow"] else "tab:blue" for r in ok]
+    metric = "confirmed_per_s" if any(r["confirmed_per_s"] for r in ok) else "requests_per_s"
+    left.bar(range(len(ok)), [r[metric] for r in ok], color=colors)
+    left.set_xticks(range(len(ok)), names, rotation=60, ha="right", fontsize=7)
+    left.set_ylabel(metric.replace("_per_s", " per second").replace("_", " "))
+    left.set_title("throughput (orange: with one slow client)")
+    left.grid(alpha=0.3, axis="y")
+    op = "buy" if any(r["buy_p99_ms"] for r in ok) else "search"
+    vals = [max(r[f"{op}_p99_ms"] or 0.001, 0.001) for r in ok]
+    right.bar(range(len(ok)), vals, color=colors)
+    right.set_yscale("log")
+    right.set_xticks(range(len(ok)), names, rotation=60, ha="right", fontsize=7)
+    right.set_ylabel(f"{op} p99 latency, ms (log)")
+    right.set_title(f"{op} p99 latency")
+    right.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

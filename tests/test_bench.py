@@ -1,0 +1,201 @@
+"""The bench's plan, the null server and the compare command's parsing: fast, no real server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from click.testing import CliRunner
+
+from railtix import limits as server_limits
+from railtix.bench import limits
+from railtix.bench.cli import bench
+from railtix.bench.compare import grid, parse_config
+from railtix.bench.plan import MIXES, Buy, Plan, Search, encode_buy, encode_search, id_number
+from railtix.bench.servers import Spawned, parse_target, start_null
+
+DATES = Plan.dates(dt.date(2026, 6, 1))
+
+
+def _bytes(plan: Plan, client: int, n: int) -> list[bytes]:
+    out = []
+    for step in plan.first(client, n):
+        out.append(encode_search(step, DATES) if isinstance(step, Search) else encode_buy(step, "token", DATES))
+    return out
+
+
+@pytest.mark.parametrize("scenario", ["rush", "mixed", "soak"])
+def test_same_seed_gives_the_same_requests(scenario: str) -> None:
+    a, b = Plan(scenario, 4242), Plan(scenario, 4242)
+    assert a.runs == b.runs
+    for client in (0, 1, 77, limits.clients_max - 1):
+        assert _bytes(a, client, 300) == _bytes(b, client, 300)
+    # another seed is another plan; another client is another sequence
+    assert _bytes(Plan(scenario, 4243), 0, 50) != _bytes(a, 0, 50)
+    assert _bytes(a, 1, 50) != _bytes(a, 2, 50)
+
+
+def test_a_client_s_steps_do_not_depend_on_how_far_others_went() -> None:
+    plan = Plan("mixed", 9)
+    alone = plan.first(5, 100)
+    for c in range(5):
+        plan.first(c, 1000)
+    assert plan.first(5, 100) == alone
+
+
+def test_rush_buys_only_its_runs_on_sale_dates() -> None:
+    plan = Plan("rush", 11, runs=3)
+    assert len(plan.runs) == 3
+    numbers = {t.number for t, _ in plan.runs}
+    for train, day in plan.runs:
+        assert 1 <= day < server_limits.presale_days
+        assert len(train.stops) >= 5
+    steps = plan.first(3, 2000)
+    assert all(isinstance(s, Buy) for s in steps)
+    for s in steps:
+        assert isinstance(s, Buy)
+        assert s.train in numbers and 0 <= s.hot < 3
+        train = plan.runs[s.hot][0]
+        assert train.stops.index(s.origin) < train.stops.index(s.destination)
+        assert 1 <= len(s.passengers) <= server_limits.passengers_per_order_max
+    share_paid = sum(s.then == "pay" for s in steps if isinstance(s, Buy)) / len(steps)
+    assert 0.8 < share_paid < 0.9  # "pays most of what they hold"
+
+
+def test_mixed_is_mostly_searches() -> None:
+    plan = Plan("mixed", 3)
+    steps = [s for c in range(10) for s in plan.first(c, 2000)]
+    buys = [s for s in steps if isinstance(s, Buy)]
+    # requests a buy step sends: the buy, its repeat, and its pay/cancel/refund
+    mutations = sum(1 + s.again + (s.then in ("pay", "cancel")) + 2 * (s.then == "refund") for s in buys)
+    searches = len(steps) - len(buys)
+    assert 0.08 < mutations / (mutations + searches) < 0.12
+    assert {s.then for s in buys} == {"pay", "cancel", "refund", "hold"}
+    assert MIXES["mixed"].search_share > 0.9
+
+
+def test_passenger_id_numbers_are_fresh_and_well_formed() -> None:
+    plan = Plan("rush", 123456)
+    seen: set[str] = set()
+    for client in (0, 1, 2, 999, 9999):
+        for s in plan.first(client, 400):
+            assert isinstance(s, Buy)
+            for _, id_no in s.passengers:
+                assert len(id_no) == 18 and id_no[:17].isdigit()
+                assert id_no not in seen
+                seen.add(id_no)
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    for id_no in list(seen)[:500] + [id_number(7, 3, 9_999_999)]:
+        total = sum(int(d) * w for d, w in zip(id_no[:17], weights, strict=True))
+        assert id_no[17] == "10X98765432"[total % 11]
+
+
+def test_requests_start_with_their_id_and_decode() -> None:
+    plan = Plan("mixed", 5)
+    for line in _bytes(plan, 0, 200):
+        assert line.startswith(b'{"id":') and line.endswith(b"\n")
+        req = msgspec.json.decode(line)
+        assert req["op"] in ("search", "buy")
+        assert req["id"] % 4 == 0
+
+
+# --- the null server -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def null_server() -> Iterator[Spawned]:
+    s = start_null()
+    yield s
+    s.cleanup()
+
+
+def _read_lines(sock: socket.socket, n: int) -> list[bytes]:
+    buf = b""
+    while buf.count(b"\n") < n:
+        chunk = sock.recv(1 << 16)
+        assert chunk, "the null server closed the connection"
+        buf += chunk
+    return buf.split(b"\n")[:n]
+
+
+def test_null_server_answers_pipelined_lines_in_order(null_server: Spawned) -> None:
+    lines = []
+    expect = []
+    for i in range(200):
+        if i % 3 == 0:
+            lines.append(b'{"id":%d,"op":"search","from":"VNP","to":"AOH","date":"2026-06-02"}' % i)
+            expect.append((i, "search"))
+        elif i % 3 == 1:
+            lines.append(b'{"op":"buy","id":"k-%d","token":"t"}' % i)  # id not first: decoded
+            expect.append((f"k-{i}", "buy"))
+        else:
+            lines.append(b'{"id":%d,"op":"pay","token":"t","key":"k","order":"E1"}' % i)
+            expect.append((i, "pay"))
+    with socket.create_connection((null_server.host, null_server.port), timeout=10) as sock:
+        sock.sendall(b"\n".join(lines) + b"\n")
+        replies = [msgspec.json.decode(x) for x in _read_lines(sock, len(lines))]
+    assert [r["id"] for r in replies] == [rid for rid, _ in expect]
+    assert all(r["ok"] is True for r in replies)
+    for r, (_, op) in zip(replies, expect, strict=True):
+        if op == "search":
+            assert len(r["trains"]) > 5  # a realistic search reply, not a stub
+        else:
+            assert r["order"]["order"].startswith("E")
+
+
+def test_null_server_line_split_across_writes(null_server: Spawned) -> None:
+    with socket.create_connection((null_server.host, null_server.port), timeout=10) as sock:
+        sock.sendall(b'{"id":1,"op":"he')
+        sock.sendall(b'llo"}\n{"id":2,"op":"login","user":"u","password":"p"}\n')
+        a, b = (msgspec.json.decode(x) for x in _read_lines(sock, 2))
+    assert (a["id"], b["id"]) == (1, 2)
+    assert b["token"]
+
+
+def test_generator_against_null_server_in_two_processes(null_server: Spawned, tmp_path: object) -> None:
+    out = f"{tmp_path}/null.json"
+    result = CliRunner().invoke(
+        bench,
+        ["mixed", "--target", null_server.target, "--clients", "6", "--duration", "0.5", "--seed", "3",
+         "--processes", "2", "--pipeline", "4", "--json", out, "--plot", "-", "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    doc = msgspec.json.decode(Path(out).read_bytes())
+    assert doc["clients_connected"] == 6
+    assert doc["requests"] > 0 and doc["generator"]["protocol_errors"] == 0
+    assert doc["audit"]["skipped"]  # no --database and not the default target
+
+
+# --- command line ------------------------------------------------------------------------------
+def test_parse_target() -> None:
+    assert parse_target("tcp://127.0.0.1:5002") == ("127.0.0.1", 5002)
+    assert parse_target("localhost:7") == ("localhost", 7)
+    with pytest.raises(ValueError):
+        parse_target("tcp://nohost")
+
+
+def test_compare_configurations() -> None:
+    assert parse_config("name=a,model=threads,clients=100,slow=1,rate=2.5") == {
+        "name": "a", "model": "threads", "clients": 100, "slow": 1, "rate": 2.5,
+    }
+    assert parse_config("clients=3")["model"] == "asyncio"
+    with pytest.raises(Exception, match="key one of"):
+        parse_config("colour=blue")
+    cfgs = grid(["serial", "asyncio"], [1, 10], slow=True)
+    assert len(cfgs) == 8 and sum(c["slow"] for c in cfgs) == 4
+    assert len(grid(["asyncio"], [1], slow=False)) == 1
+
+
+def test_compare_reports_a_model_that_does_not_start(tmp_path: object) -> None:
+    out = f"{tmp_path}/compare.json"
+    result = CliRunner().invoke(
+        bench,
+        ["compare", "--config", "model=no-such-model,clients=1", "--duration", "0.5", "--seed", "1",
+         "--json", out, "--plot", f"{tmp_path}/compare.png", "--quiet"],
+    )
+    assert result.exit_code == 2, result.output
+    doc = msgspec.json.decode(Path(out).read_bytes())
+    (row,) = doc["configs"]
+    assert row["model"] == "no-such-model" and row["failed"]
