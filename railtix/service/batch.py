@@ -43,6 +43,9 @@ class Command:
     fingerprint: str = ""
     args: dict[str, Any] = field(default_factory=dict)
     body: bytes | None = None
+    #: set only once ``body`` may leave: after the commit (or when nothing was changed). The
+    #: body is written during the transaction, so it must not be read before this is True.
+    ready: bool = False
     #: the Session waiting for the reply (None for the sweeper's commands)
     session: Any = None
 

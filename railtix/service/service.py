@@ -32,7 +32,7 @@ from railtix.store import open_store
 from railtix.store.base import Store
 from railtix.wire import messages as m
 from railtix.wire import render
-from railtix.wire.tcp import encode_error, encode_ok
+from railtix.wire.tcp import encode_error, encode_ok, error_body
 
 log = logging.getLogger("railtix")
 
@@ -142,9 +142,10 @@ class Service:
         command.session = session
         if self.stopping:
             raise Refusal("shutting_down", "the server is stopping")
+        session.wait_for(command)  # the slot first: the writer may answer before submit returns
         if not self.writer.submit(command.source, command):
+            session.slots.pop()
             raise Refusal("busy", "too many purchases are waiting; try again in a moment")
-        session.wait_for(command)
 
     def _apply(self, commands: list[Command]) -> None:
         """The writer's step: one transaction for the batch, then wake the waiting sessions."""
@@ -152,12 +153,14 @@ class Service:
             self.batch.apply(commands, self.clock())
         except BaseException:  # never leave a client waiting, whatever happened
             log.exception("batch failed")
-            for c in commands:
-                if c.body is None:
-                    c.body = b'{"ok":false,"error":{"code":"internal_error","message":"the batch failed","retry":true}}'
+            for c in commands:  # whatever bodies were written, nothing of them was committed
+                c.body = error_body(Refusal("internal_error", "the batch failed; nothing was changed"))
         self._wake(commands)
 
     def _wake(self, commands: list[Command]) -> None:
+        """Release the replies (they are committed, or nothing was changed) and wake sessions."""
+        for c in commands:
+            c.ready = True
         by_waker: dict[int, tuple[Waker, list[Session]]] = {}
         for c in commands:
             s = c.session
@@ -200,13 +203,11 @@ class Service:
             try:
                 work()
             except Refusal as r:
-                from railtix.wire.tcp import error_body
-
                 command.body = error_body(r)
                 self._wake([command])
             except Exception:
                 log.exception("auth failed")
-                command.body = b'{"ok":false,"error":{"code":"internal_error","message":"login failed","retry":true}}'
+                command.body = error_body(Refusal("internal_error", "login failed; try again"))
                 self._wake([command])
             finally:
                 with self._auth_lock:

@@ -89,7 +89,8 @@ class Session:
             head = slots[0]
             if isinstance(head, bytes):
                 out.append(head)
-            elif head.body is not None:
+            elif head.ready:
+                assert head.body is not None
                 out.append(with_id(head.req.id if head.req is not None else None, head.body))
             else:
                 break
