@@ -22,7 +22,7 @@ from railtix.core.inventory import Layouts, RunState, change_status, hold_lapsed
 from railtix.core.orders import Order, Passenger, Status, refund_fee
 from railtix.core.rides import Ride
 from railtix.core.timetable import Timetable
-from railtix.service.runs import RunCache, build_state
+from railtix.service.runs import RunCache, build_state, refresh
 from railtix.store.base import Store, Tx, encode_maps
 from railtix.wire import render
 from railtix.wire.tcp import error_body, ok_body
@@ -153,10 +153,15 @@ class _Run:
         s = self.states.get(run)
         if s is None:
             s = self.b.states.get(run)
-            if s is None or s.version != self.versions.get(run, 0):
+            stored = self.versions.get(run, 0)
+            if s is None:
                 train = self.b.timetable.train_by_number[train_no]
                 s = build_state(train, date, self.tx.run_row(run), self.tx.live_orders(run))
                 self.b.states[run] = s
+            elif s.version != stored:
+                # another process sold on this run: fresh maps, and the passengers of the
+                # orders written since our version
+                refresh(s, self.tx.run_row(run), self.tx.orders_since(run, s.version))
             self.states[run] = s
         return s
 
@@ -267,8 +272,6 @@ class _Run:
             self.b.after_commit.append(cache_token)
 
     def write(self) -> None:
-        if self.changed:
-            self.tx.put_orders(list(self.changed.values()))
         rows = []
         for run in sorted(self.dirty):
             s = self.states[run]
@@ -276,6 +279,10 @@ class _Run:
             rows.append((run, s.version, encode_maps(s.maps)))
         if rows:
             self.tx.put_runs(rows)
+        if self.changed:
+            self.tx.put_orders(
+                [(o, self.states[o.run].version if o.run in self.states else 0) for o in self.changed.values()]
+            )
         if self.new_keys:
             self.tx.put_keys(self.new_keys)
 

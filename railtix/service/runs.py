@@ -32,6 +32,23 @@ def build_state(train: Train, date: str, row: tuple[int, bytes] | None, live: li
     return state
 
 
+def refresh(state: RunState, row: tuple[int, bytes] | None, changed: list[Order]) -> None:
+    """Bring a run's state up to its stored row, given the orders written since its version."""
+    assert row is not None, "a run whose version moved has a row"
+    version, blob = row
+    state.maps = decode_maps(blob, state.train)
+    state.version = version
+    for o in changed:
+        for t in o.tickets:
+            held = state.passengers.get(t.id_no)
+            if o.live:
+                state.passengers.setdefault(t.id_no, {})[o.id] = o.mask
+            elif held is not None:
+                held.pop(o.id, None)
+                if not held:
+                    del state.passengers[t.id_no]
+
+
 class RunCache:
     def __init__(self, store: Store) -> None:
         self._store = store

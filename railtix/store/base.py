@@ -65,7 +65,11 @@ class Tx(Protocol):
 
     def held_until_before(self, now: float, limit: int) -> list[Order]: ...
 
-    def put_orders(self, orders: list[Order]) -> None: ...
+    def orders_since(self, run: str, version: int) -> list[Order]:
+        """Orders of the run written by transactions that left it past ``version``."""
+
+    def put_orders(self, orders: list[tuple[Order, int]]) -> None:
+        """Insert or update orders, each with the version its run has after this transaction."""
 
     def put_runs(self, rows: list[tuple[str, int, bytes]]) -> None: ...
 

@@ -257,13 +257,22 @@ class SqliteTx:
         )
         return [decode_order(r[0]) for r in rows]
 
-    def put_orders(self, orders: list[Order]) -> None:
+    def put_orders(self, orders: list[tuple[Order, int]]) -> None:
         self._conn.executemany(
-            "INSERT INTO orders(id, user_id, run, status, created, hold_until, body) "
-            "VALUES(?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-            "status=excluded.status, hold_until=excluded.hold_until, body=excluded.body",
-            [(o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o)) for o in orders],
+            "INSERT INTO orders(id, user_id, run, status, created, hold_until, body, run_version) "
+            "VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status=excluded.status, "
+            "hold_until=excluded.hold_until, body=excluded.body, run_version=excluded.run_version",
+            [
+                (o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o), v)
+                for o, v in orders
+            ],
         )
+
+    def orders_since(self, run: str, version: int) -> list[Order]:
+        rows = self._conn.execute(
+            "SELECT body FROM orders WHERE run=? AND run_version>?", (run, version)
+        )
+        return [decode_order(r[0]) for r in rows]
 
     def put_runs(self, rows: list[tuple[str, int, bytes]]) -> None:
         self._conn.executemany(

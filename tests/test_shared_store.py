@@ -1,0 +1,87 @@
+"""Two services on one database, as the workers of the processes model are.
+
+Each keeps its own copy of a run's seat maps and passenger index; when the other sells on the
+run, the copy is brought up to date from the orders written since (``orders_since``). These
+tests alternate the two services on one run so that every step goes through that refresh.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SessionClient, tiny_timetable
+from test_postgres import PG, _pg_up
+
+from railtix.core.inventory import fold
+from railtix.store import open_store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_url(request: Any, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "shared.db")
+        return
+    if not _pg_up():
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    url = f"{PG}?schema=railtix_test_{uuid.uuid4().hex[:12]}"
+    yield url
+    open_store(url).drop_schema()  # type: ignore[attr-defined]
+
+
+def _pair(make_service: Any, url: str) -> tuple[SessionClient, SessionClient, str, str]:
+    a = make_service(url, timetable=tiny_timetable())
+    b = make_service(url)
+    for svc in (a, b):
+        svc.store.shared = True
+        svc.cache._store.shared = True
+    ca, cb = SessionClient(a), SessionClient(b)
+    ta = ca.login("alice")
+    tb = cb.ok(op="login", user="alice", password="password123")["token"]
+    return ca, cb, ta, tb
+
+
+def _buy(c: SessionClient, token: str, key: str, date: str, id_no: str, start: str, end: str) -> dict[str, Any]:
+    return c.call(op="buy", token=token, key=key, train="T1", date=date,
+                  **{"from": start, "to": end, "class": "business"},
+                  passengers=[{"name": "P", "id_no": id_no}])
+
+
+def test_passenger_rule_holds_across_processes(make_service: Any, shared_url: str, clock: Any) -> None:
+    ca, cb, ta, tb = _pair(make_service, shared_url)
+    date = clock.date(1)
+    first = _buy(ca, ta, "a1", date, "330101199001011234", "AAA", "CCC")
+    assert first["ok"], first
+    # the other process must know this passenger holds AAA-CCC
+    clash = _buy(cb, tb, "b1", date, "330101199001011234", "BBB", "DDD")
+    assert clash["error"]["code"] == "passenger_already_booked_on_this_run"
+    assert _buy(cb, tb, "b2", date, "330101199001011234", "CCC", "EEE")["ok"]
+    # cancel through A; B must see the passenger free again on AAA-CCC
+    assert ca.ok(op="cancel", token=ta, key="a2", order=first["order"]["order"])["order"]["status"] == "cancelled"
+    again = _buy(cb, tb, "b3", date, "330101199001011234", "AAA", "BBB")
+    assert again["ok"], again
+
+
+def test_alternating_sales_fill_the_train_exactly(make_service: Any, shared_url: str, clock: Any) -> None:
+    ca, cb, ta, tb = _pair(make_service, shared_url)
+    date = clock.date(2)
+    sold = 0
+    for n in range(10):  # 6 business seats on the whole ride
+        c, t = (ca, ta) if n % 2 == 0 else (cb, tb)
+        reply = _buy(c, t, f"k{n}", date, f"44010119900101{n:04d}", "AAA", "EEE")
+        if reply["ok"]:
+            sold += 1
+        else:
+            assert reply["error"]["code"] == "sold_out"
+    assert sold == 6
+    store = open_store(shared_url)
+    try:
+        orders = [o for o in store.all_orders() if o.run == f"T1@{date}"]
+        maps, overlaps = fold(tiny_timetable().trains[0], orders)
+        assert overlaps == [] and len(orders) == 6
+        assert all(m == 0b1111 for m in maps["business"])
+    finally:
+        store.close()
