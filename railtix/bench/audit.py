@@ -121,13 +121,18 @@ def _bench_checks(store: Any, ev: Evidence, checked: dict[str, int]) -> tuple[in
     for key, first, second in ev.key_mismatches:
         duplicates += 1
         details.append(f"DUPLICATE key {key}: first reply order {first}, repeat reply order {second}")
-    by_passenger: dict[str, list[str]] = defaultdict(list)
+    # the first order that named a passenger is the key's order; any later one is a duplicate
+    by_passenger: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for o in mine.values():
         for t in o.tickets:
-            by_passenger[t.id_no].append(o.id)
+            by_passenger[t.id_no].append((o.created, o.id))
+    extra: dict[str, str] = {}
     for id_no, orders in by_passenger.items():
         if len(orders) > 1:
-            duplicates += len(orders) - 1
-            details.append(f"DUPLICATE passenger {id_no[:4]}…{id_no[-4:]} in orders {', '.join(sorted(orders))}: "
-                           "one key, several orders")
+            orders.sort()
+            for _, oid in orders[1:]:
+                extra.setdefault(oid, f"{id_no[:4]}…{id_no[-4:]} (first in {orders[0][1]})")
+    duplicates += len(extra)
+    for oid, why in sorted(extra.items()):
+        details.append(f"DUPLICATE order {oid}: passenger {why}; one key, several orders")
     return lost, duplicates, details

@@ -43,9 +43,11 @@ requests_per_s_guess = 40_000
 #: measured loop only writes bytes; past this budget steps are encoded as they are needed.
 prepared_per_worker_max = 200_000
 
-#: Consecutive ``sold_out`` replies on one (run, class) after which the rush stops trying it:
-#: random segments keep finding an odd free leg long after a run is, for a buyer, sold out.
-sold_out_streak_max = 100
+#: The rush gives up a (run, class) when ``sold_out_share_min`` of its last ``sold_out_window``
+#: buys were refused ``sold_out``: random segments keep finding an odd free leg long after a
+#: run is, for a buyer, sold out, and a rush that chased them would measure refusals.
+sold_out_window = 200
+sold_out_share_min = 0.95
 
 #: Seconds a server the bench starts may take to print its address (first start loads the demo
 #: timetable and runs migrations).

@@ -98,27 +98,41 @@ class LoadSpec:
 
 
 class Board:
-    """The rush's view, per process, of which (run, class) a buyer would call sold out."""
+    """The rush's view, per process, of which (run, class) a buyer would call sold out.
+
+    Random segments keep finding an odd free leg long after a run is sold out for any real
+    buyer, so a (run, class) is given up when nearly all of its recent buys were refused
+    ``sold_out`` (``sold_out_share_min`` of the last ``sold_out_window`` answers), and the
+    rush is over when every one is given up.
+    """
 
     def __init__(self, plan: Plan) -> None:
-        self.streak: dict[tuple[int, str], int] = {}
+        self.recent: dict[tuple[int, str], deque[bool]] = {}
+        self.refused: dict[tuple[int, str], int] = {}
         self.exhausted: set[tuple[int, str]] = set()
         self.pairs = {(i, c) for i, (t, _) in enumerate(plan.runs) for c, _ in t.seats}
         self.all_exhausted = not self.pairs
         self.at_ns = 0  #: when the last pair was given up
+        self.need = int(limits.sold_out_window * limits.sold_out_share_min)
 
-    def sold_out(self, hot: int, seat_class: str) -> None:
+    def answer(self, hot: int, seat_class: str, sold_out: bool) -> None:
         key = (hot, seat_class)
-        n = self.streak.get(key, 0) + 1
-        self.streak[key] = n
-        if n >= limits.sold_out_streak_max and key not in self.exhausted:
+        if key in self.exhausted:
+            return
+        q = self.recent.get(key)
+        if q is None:
+            q = self.recent[key] = deque()
+            self.refused[key] = 0
+        q.append(sold_out)
+        refused = self.refused[key] + sold_out
+        if len(q) > limits.sold_out_window:
+            refused -= q.popleft()
+        self.refused[key] = refused
+        if refused >= self.need:
             self.exhausted.add(key)
             if self.exhausted >= self.pairs:
                 self.all_exhausted = True
                 self.at_ns = time.perf_counter_ns()
-
-    def sold(self, hot: int, seat_class: str) -> None:
-        self.streak[(hot, seat_class)] = 0
 
 
 class Recorder:
@@ -135,12 +149,15 @@ class Recorder:
         self.err_per_s = array("l", bytes(8 * seconds))
         self.last_buy_ns = 0
 
-    def error(self, kind: int, code: str, sec: int) -> None:
-        self.err[kind] += 1
+    def error(self, kind: int, code: str, sec: int, replied: bool = True) -> None:
+        """An error by code; ``replied`` is False for requests that never got a reply
+        (``unanswered``, ``connection_lost``): counted by code, but not as replies."""
         self.errors[code] = self.errors.get(code, 0) + 1
         per = self.errors_by_op.setdefault(OPS[kind], {})
         per[code] = per.get(code, 0) + 1
-        self.err_per_s[min(sec, self.seconds - 1)] += 1
+        if replied:
+            self.err[kind] += 1
+            self.err_per_s[min(max(sec, 0), self.seconds - 1)] += 1
 
 
 class Client(asyncio.Protocol):
@@ -253,6 +270,8 @@ class Client(asyncio.Protocol):
         lines = data.split(b"\n")
         self.rest = lines.pop()
         now = time.perf_counter_ns()
+        if lines:
+            self.e.last_reply_ns = now
         for line in lines:
             if line:
                 self.reply(line, now)
@@ -264,7 +283,7 @@ class Client(asyncio.Protocol):
         if self.inflight and not e.closing:
             sec = e.second(time.perf_counter_ns())
             for _, kind, _, _ in self.inflight:
-                e.rec.error(kind, "connection_lost", sec)
+                e.rec.error(kind, "connection_lost", sec, replied=False)
             e.lost_in_flight += len(self.inflight)
             self.inflight.clear()
         self.finish()
@@ -299,8 +318,8 @@ class Client(asyncio.Protocol):
         rec.error(kind, code, sec)
         if kind == K_BUY:
             step = ctx
-            if step.hot >= 0 and code == "sold_out" and e.board is not None:
-                e.board.sold_out(step.hot, step.seat_class)
+            if step.hot >= 0 and e.board is not None:
+                e.board.answer(step.hot, step.seat_class, code == "sold_out")
             if step.again:
                 self.first[step.seq] = code
         elif kind == K_AGAIN:
@@ -320,7 +339,7 @@ class Client(asyncio.Protocol):
             e.rec.last_buy_ns = now
             e.acks[oid] = "held"
             if e.board is not None and step.hot >= 0:
-                e.board.sold(step.hot, step.seat_class)
+                e.board.answer(step.hot, step.seat_class, False)
             if step.again:
                 self.first[step.seq] = oid
             then = step.then
@@ -389,6 +408,7 @@ class Engine:
         self.stopping = False
         self.closing = False
         self.t0 = 0
+        self.last_reply_ns = 0
         self.cpu_s = 0.0
         self.finished = 0
         self.all_finished: asyncio.Event | None = None
@@ -479,7 +499,7 @@ class Engine:
             unanswered += len(c.inflight)
             sec = self.second(end)
             for _, kind, _ctx, _ in c.inflight:
-                self.rec.error(kind, "unanswered", sec)
+                self.rec.error(kind, "unanswered", sec, replied=False)
             if c.transport is not None:
                 c.transport.abort()
         await asyncio.sleep(0)
@@ -531,7 +551,9 @@ class Engine:
     # --- the result -------------------------------------------------------------------------------
     def result(self, wall0: float, stopped_ns: int, end_ns: int, unanswered: int) -> dict[str, Any]:
         rec = self.rec
-        elapsed_s = (end_ns - self.t0) / 1e9
+        # the run lasted until its last reply, or the duration if the server went quiet sooner:
+        # waiting out the drain for replies that never came is not time the server served
+        elapsed_s = (max(stopped_ns, min(self.last_reply_ns, end_ns)) - self.t0) / 1e9
         replies = sum(len(a) for a in rec.lat)
         slots = max(1, len(self.clients) * self.pipeline)
         interval_us = int(slots * elapsed_s * 1e6 / replies) if replies else 0

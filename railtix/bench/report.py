@@ -177,7 +177,7 @@ def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
         "errors": dict(sorted(m["errors"].items(), key=lambda kv: -kv[1])),
         "errors_by_op": m["errors_by_op"],
         "timeline": {
-            "requests": [sum(v) for v in zip(*(m["ok_per_s"][op] for op in OPS), strict=True)],
+            "requests": [sum(v) for v in zip(*(m["ok_per_s"][op] for op in OPS), m["err_per_s"], strict=True)],
             "confirmed": m["ok_per_s"]["buy"],
             "searches": m["ok_per_s"]["search"],
             "paid": m["ok_per_s"]["pay"],
@@ -314,7 +314,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8.5))
     tl = doc["timeline"]
     xs = list(range(len(tl["requests"])))
-    top.plot(xs, tl["requests"], label="replies/s", color="tab:blue")
+    top.plot(xs, tl["requests"], label="replies/s (ok and errors)", color="tab:blue")
     top.plot(xs, tl["confirmed"], label="confirmed purchases/s", color="tab:green")
     if any(tl["searches"]):
         top.plot(xs, tl["searches"], label="searches/s", color="tab:purple")

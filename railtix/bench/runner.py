@@ -124,6 +124,9 @@ def run_once(
         if slow is not None:
             slow.close()
     merged = report.merge(results)
+    if not merged["clients"]:
+        why = ", ".join(f"{k} x{v}" for k, v in merged["connect_failed"].items()) or "no connection"
+        raise BenchFailed(f"no client could connect to {host}:{port} ({why})")
     meta = {
         "scenario": o.scenario,
         "seed": seed,

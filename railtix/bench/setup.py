@@ -72,26 +72,32 @@ def password_for(seed: int) -> str:
 
 
 async def _setup(host: str, port: int, users: Sequence[str], password: str, trains: Sequence[TrainRef]) -> dict[str, Any]:
-    conns = [await _Line.open(host, port) for _ in range(max(1, min(setup_connections, len(users))))]
+    # One connection at a time is all a serial server serves, so every connection here is
+    # closed as soon as its work is done: the next one is then served, never left waiting.
+    first = await _Line.open(host, port)
     try:
-        hello = await conns[0].call(op="hello")
+        hello = await first.call(op="hello")
         server = str(hello.get("server", "?")) if hello.get("ok") else "?"
         mismatched = []
         for t in trains:
-            reply = await conns[0].call(op="train", train=t.number)
+            reply = await first.call(op="train", train=t.number)
             stops = reply.get("stops")
             if not reply.get("ok"):
                 mismatched.append(f"{t.number}: {reply.get('error', {}).get('code')}")
             elif isinstance(stops, list) and tuple(s.get("station") for s in stops) != t.stops:
                 mismatched.append(f"{t.number}: its stops differ")
-        if mismatched:
-            raise SetupFailed(
-                "the server's timetable is not the one the plan was drawn from (the demo timetable): "
-                + "; ".join(mismatched[:5])
-            )
-        tokens: list[str | None] = [None] * len(users)
+    finally:
+        await first.close()
+    if mismatched:
+        raise SetupFailed(
+            "the server's timetable is not the one the plan was drawn from (the demo timetable): "
+            + "; ".join(mismatched[:5])
+        )
+    tokens: list[str | None] = [None] * len(users)
 
-        async def worker(conn: _Line, mine: list[int]) -> None:
+    async def worker(mine: list[int]) -> None:
+        conn = await _Line.open(host, port)
+        try:
             for i in mine:
                 name = users[i]
                 reply = await conn.call(op="register", user=name, password=password)
@@ -107,14 +113,12 @@ async def _setup(host: str, port: int, users: Sequence[str], password: str, trai
                 if not reply.get("ok"):
                     raise SetupFailed(f"login {name}: {reply.get('error')}")
                 tokens[i] = str(reply["token"])
+        finally:
+            await conn.close()
 
-        await asyncio.gather(
-            *(worker(c, list(range(k, len(users), len(conns)))) for k, c in enumerate(conns))
-        )
-        return {"server": server, "hello": hello, "tokens": [t for t in tokens if t is not None]}
-    finally:
-        for c in conns:
-            await c.close()
+    n = max(1, min(setup_connections, len(users)))
+    await asyncio.gather(*(worker(list(range(k, len(users), n))) for k in range(n)))
+    return {"server": server, "hello": hello, "tokens": [t for t in tokens if t is not None]}
 
 
 def prepare(host: str, port: int, users: Sequence[str], password: str, trains: Sequence[TrainRef]) -> dict[str, Any]:
