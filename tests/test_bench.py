@@ -168,6 +168,22 @@ def test_generator_against_null_server_in_two_processes(null_server: Spawned, tm
     assert doc["audit"]["skipped"]  # no --database and not the default target
 
 
+def test_soak_is_paced_open_loop(null_server: Spawned, tmp_path: object) -> None:
+    out = f"{tmp_path}/soak.json"
+    result = CliRunner().invoke(
+        bench,
+        ["soak", "--target", null_server.target, "--clients", "3", "--duration", "0.5", "--rate", "200",
+         "--seed", "8", "--json", out, "--plot", f"{tmp_path}/soak.png", "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    doc = msgspec.json.decode(Path(out).read_bytes())
+    assert doc["loop"] == "open" and doc["rate"] == 200
+    # requests were dealt at intended times: never more than the schedule allows
+    assert 0 < doc["generator"]["sent"] <= 200 * 0.5 + 1  # follow-ups and repeats take their turn too
+    assert "latency_ms_corrected" not in doc  # nothing omitted, nothing corrected
+    assert Path(f"{tmp_path}/soak.png").read_bytes()[:4] == b"\x89PNG"
+
+
 # --- command line ------------------------------------------------------------------------------
 def test_parse_target() -> None:
     assert parse_target("tcp://127.0.0.1:5002") == ("127.0.0.1", 5002)

@@ -300,9 +300,14 @@ class Client(asyncio.Protocol):
         prefix = b'{"id":%d,' % rid
         sec = (now - e.t0) // 1_000_000_000
         if not line.startswith(prefix):
-            # a reply out of order, or one the server could not tie to our id
-            e.protocol_errors += 1
-            rec.error(kind, "reply_id_mismatch", sec)
+            # A refusal of the whole connection (busy, timeout, shutting_down) carries no id of
+            # ours: count it by its code. Anything else is a reply out of order.
+            i = line.find(_CODE)
+            if line.startswith(b'{"id":null,') and i >= 0:
+                rec.error(kind, line[i + 8 : line.index(b'"', i + 8)].decode(), sec)
+            else:
+                e.protocol_errors += 1
+                rec.error(kind, "reply_id_mismatch", sec)
             return
         rec.lat[kind].append((now - t0) // 1000)
         if line.startswith(_OK, len(prefix)):

@@ -239,11 +239,11 @@ def _n(x: float) -> str:
 
 
 def console() -> Any:
-    """rich's Console; 120 columns when writing to a file or a pipe, where it cannot ask."""
+    """rich's Console; 150 columns when writing to a file or a pipe, where it cannot ask."""
     from rich.console import Console
 
     c = Console()
-    return c if c.is_terminal else Console(width=120)
+    return c if c.is_terminal else Console(width=150)
 
 
 def table(doc: dict[str, Any]) -> Any:
@@ -360,10 +360,10 @@ def compare_table(rows: Sequence[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     t = Table(title="railtix bench compare")
-    cols = ("config", "model", "clients", "slow client", "replies/s", "confirmed/s", "searches/s",
+    cols = ("config", "model", "clients", "slow", "replies/s", "confirmed/s", "searches/s",
             "buy p99 ms", "search p99 ms", "errors", "audit")
     for col in cols:
-        t.add_column(col, justify="left" if col in ("config", "model", "audit") else "right")
+        t.add_column(col, justify="left" if col in ("config", "model", "audit") else "right", no_wrap=True)
     for r in rows:
         if r.get("failed"):
             t.add_row(r["name"], r["model"], str(r["clients"]), "yes" if r["slow"] else "no",
@@ -380,21 +380,35 @@ def compare_table(rows: Sequence[dict[str, Any]]) -> Any:
 
 
 def compare_plot(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
+    """Throughput and p99 per configuration; a configuration that answered nothing is marked."""
     plt = _pyplot()
     ok = [r for r in rows if not r.get("failed")]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(min(20.0, max(12.0, 0.45 * len(ok) + 6)), 6))
     names = [r["name"] for r in ok]
     colors = ["tab:orange" if r["slow"] else "tab:blue" for r in ok]
     metric = "confirmed_per_s" if any(r["confirmed_per_s"] for r in ok) else "requests_per_s"
-    left.bar(range(len(ok)), [r[metric] for r in ok], color=colors)
+    values = [r[metric] for r in ok]
+    left.bar(range(len(ok)), values, color=colors)
+    top = max(values, default=0) or 1
+    for i, v in enumerate(values):
+        if not v:
+            left.annotate("stalled", (i, top * 0.01), ha="center", va="bottom", rotation=90, fontsize=7, color="tab:red")
     left.set_xticks(range(len(ok)), names, rotation=60, ha="right", fontsize=7)
     left.set_ylabel(metric.replace("_per_s", " per second").replace("_", " "))
     left.set_title("throughput (orange: with one slow client)")
     left.grid(alpha=0.3, axis="y")
     op = "buy" if any(r["buy_p99_ms"] for r in ok) else "search"
-    vals = [max(r[f"{op}_p99_ms"] or 0.001, 0.001) for r in ok]
-    right.bar(range(len(ok)), vals, color=colors)
-    right.set_yscale("log")
+    lat = [r[f"{op}_p99_ms"] for r in ok]
+    shown = [v for v in lat if v]
+    right.bar(range(len(ok)), [v or 0 for v in lat], color=colors)
+    if shown:
+        right.set_yscale("log")
+        low = min(shown) / 2
+        right.set_ylim(bottom=low)
+        for i, v in enumerate(lat):
+            if not v:
+                right.annotate("no reply", (i, low * 1.1), ha="center", va="bottom", rotation=90, fontsize=7,
+                               color="tab:red")
     right.set_xticks(range(len(ok)), names, rotation=60, ha="right", fontsize=7)
     right.set_ylabel(f"{op} p99 latency, ms (log)")
     right.set_title(f"{op} p99 latency")
