@@ -15,6 +15,7 @@ Exit status: 0 when the audit is clean (or could not run for want of a database:
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +68,16 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, ``timeout``) unwinds like an error, so the servers the bench started
+    are stopped and their temporary databases removed instead of being left running."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _output(path: str | None, default: str) -> str | None:
     if path is None:
         return default
@@ -85,6 +96,7 @@ def _scenario_command(name: str, doc: str) -> None:
         kw["json_path"] = _output(kw["json_path"], f"bench-{name}.json")
         kw["plot_path"] = _output(kw["plot_path"], f"bench-{name}.png")
         o = Options(scenario=name, **kw)
+        exit_on_sigterm()
         try:
             _, status = execute(o, click.echo)
         except BenchFailed as e:

@@ -122,6 +122,9 @@ def compare_command(
     drain_s: float, json_path: str, plot_path: str, quiet: bool,
 ) -> None:
     """Run several configurations one after another; one table and one chart."""
+    from railtix.bench.cli import exit_on_sigterm
+
+    exit_on_sigterm()
     cfgs = [parse_config(c) for c in configs]
     if models or not cfgs:
         try:
