@@ -2,7 +2,7 @@
 
 Names carry the qualifier last (``line_size_max``), as TigerBeetle's style asks, so that related
 limits sort together. Over a limit a client gets a typed error (``too_large``, ``busy``,
-``too_many_in_flight``, ``timeout``), never a hang.
+``timeout``) or flow control (the server stops reading until replies drain), never a hang.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 #: is under 2 KiB; 64 KiB leaves room for any client and bounds what one line can cost us.
 line_size_max = 64 * 1024
 
-#: Requests one connection may have in flight (sent, not yet answered). Pipelining beyond this
-#: gains a client nothing but queue space that belongs to others.
+#: Requests one connection may have in flight (read, not yet answered). Beyond it the server
+#: reads no more from that connection until replies have gone out (flow control): pipelining
+#: deeper gains a client nothing but queue space that belongs to others.
 in_flight_per_connection_max = 256
 
 #: Bytes of replies we buffer for a client that does not read. Past this we stop reading its

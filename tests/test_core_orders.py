@@ -110,10 +110,14 @@ def test_no_refund_at_or_after_departure(after: float) -> None:
         (174_900, 3 * DAY, 8750),  # 5 % of 1749 yuan = 87.45 -> 87.5
         (174_900, 30 * HOUR, 17500),  # 10 % = 174.90 -> 175
         (174_900, 2 * HOUR, 35000),  # 20 % = 349.80 -> 350
-        (500, 3 * DAY, 50),  # 5 % of 5 yuan = 0.25 -> 0.5
-        (400, 3 * DAY, 0),  # 5 % of 4 yuan = 0.20 -> 0
-        (50, 2 * HOUR, 0),  # 20 % of 0.5 yuan = 0.10 -> 0
-        (150, 2 * HOUR, 50),  # 20 % of 1.5 yuan = 0.30 -> 0.5
+        (500, 3 * DAY, 200),  # 5 % of 5 yuan = 0.25 -> 0.5, but at least 2 yuan
+        (400, 3 * DAY, 200),  # 5 % of 4 yuan = 0.20 -> 0, but at least 2 yuan
+        (4_000, 3 * DAY, 200),  # 5 % of 40 yuan = 2 yuan exactly
+        (4_100, 3 * DAY, 200),  # 2.05 -> 2
+        (6_000, 3 * DAY, 300),  # 3 yuan: above the minimum
+        (500, 9 * DAY, 0),  # free eight days ahead: no minimum either
+        (50, 2 * HOUR, 50),  # the minimum, capped at the ticket's price
+        (150, 2 * HOUR, 150),
         (0, 2 * HOUR, 0),
     ],
 )
@@ -122,7 +126,7 @@ def test_refund_fee_rounds_to_half_yuan(price: int, before: float, fee: int) -> 
 
 
 def test_refund_fee_never_exceeds_price_nor_goes_negative() -> None:
-    for price in range(0, 3_000, 7):
+    for price in range(0, 3_000, 50):  # fares are whole half-yuan
         for before in (9 * DAY, 3 * DAY, 30 * HOUR, 60.0):
             fee = refund_fee(price, DEPARTS, DEPARTS - before)
             assert 0 <= fee <= price

@@ -166,11 +166,6 @@ def test_allocation_scenario(case: Case) -> None:
         assert not Counter(case.letters) - Counter(case.layout.labels[i].letter for i in got), names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _pick_in_row ignores best fit; a group takes the first free seats of a row "
-    "(A, B) rather than the seats of that row whose sold legs touch the ride (C, D)",
-)
 def test_group_best_fit_within_a_row() -> None:
     # row 3-1: C and D sold on leg 1, which touches the ride over legs 2-3; every other seat free
     occ = make_map(SECOND, {"3-1CD": 0b0010})

@@ -122,12 +122,6 @@ def test_keys_survive_a_restart(make_service: Any, clock: FakeClock) -> None:
     assert left(c2, clock.date(2)) == G1_BUSINESS_SEATS - 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Service._mutate validates the ride (date, departure) before the writer looks up "
-    "the idempotency key, so a retried buy answers train_departed/date_in_past instead of the "
-    "first reply",
-)
 def test_a_retry_after_departure_returns_the_first_reply(alice: Any, clock: FakeClock) -> None:
     svc, c, tok = alice
     req = buy(tok, "late-retry", clock.date(1), *ids(1))

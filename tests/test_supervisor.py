@@ -236,6 +236,12 @@ def test_second_sigint_forces_and_leaves_no_workers(tmp_path: Path) -> None:
         with contextlib.suppress(BlockingIOError):
             while sent < len(data):
                 sent += stuck.sock.send(data[sent:])
+        # give the worker time to read what it will and fill its send buffers, then fill ours
+        # again: once that blocks too, the worker has stopped reading (flow control)
+        time.sleep(0.5)
+        with contextlib.suppress(BlockingIOError):
+            while sent < len(data):
+                sent += stuck.sock.send(data[sent:])
         assert sent > 10_000 * len(search)
         srv.proc.send_signal(signal.SIGINT)
 

@@ -34,7 +34,6 @@ CODES: Final[dict[str, tuple[bool, str]]] = {
     "unknown_op": (False, "the op field names no operation"),
     "missing_field": (False, "a required field is absent"),
     "invalid_field": (False, "a field has the wrong type or an impossible value"),
-    "too_many_in_flight": (True, "too many requests on this connection await replies"),
     "timeout": (False, "no complete request arrived within the read deadline; the connection closes"),
     "busy": (True, "the server is at a capacity limit; try again shortly"),
     "shutting_down": (True, "the server is stopping; try another or try again"),

@@ -110,16 +110,23 @@ REFUND_TIERS: tuple[tuple[float, int], ...] = (
 )
 
 
+#: The smallest refund fee 12306 charges when a fee is due, in fen.
+REFUND_FEE_MIN = 200
+
+
 def refund_fee(price: int, departs: float, now: float) -> int:
     """Fen kept when a ticket of ``price`` is refunded at ``now``; refused after departure.
 
     Free eight days or more before departure, 5 % from 48 hours, 10 % from 24 hours, 20 % in the
-    last day, rounded to half a yuan as 12306 rounds fees.
+    last day, rounded to half a yuan as 12306 rounds fees, and never less than 2 yuan when a fee
+    is due (12306: 退票费最低按2元计收), nor more than the ticket.
     """
     left = departs - now
     if left <= 0:
         raise Refusal("order_not_refundable_after_departure", "the train has left; no refund")
     for at_least, percent in REFUND_TIERS:
         if left >= at_least:
-            return min(price, round_half_yuan(price * percent / 100))
+            if percent == 0:
+                return 0
+            return min(price, max(REFUND_FEE_MIN, round_half_yuan(price * percent / 100)))
     raise AssertionError("refund tiers must end at zero")

@@ -121,11 +121,11 @@ def _group(
         order = rows[np.argsort(-np.minimum(touch_per_row, count), kind="stable")]
         if not wanted:
             r = int(order[0])
-            return _pick_in_row(free, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
+            return _pick_in_row(free, touching, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
         best: tuple[int, int] | None = None
         chosen: list[int] = []
         for rank, r in enumerate(order[:rows_weighed_max].tolist()):
-            seats = _pick_in_row(free, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
+            seats = _pick_in_row(free, touching, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
             score = (_granted(layout, seats, wanted), -rank)
             if best is None or score > best:
                 best, chosen = score, seats
@@ -151,9 +151,9 @@ def _granted(layout: SeatLayout, seats: list[int], wanted: list[str]) -> int:
 
 
 def _pick_in_row(
-    free: np.ndarray, layout: SeatLayout, lo: int, hi: int, count: int, wanted: list[str]
+    free: np.ndarray, touching: np.ndarray, layout: SeatLayout, lo: int, hi: int, count: int, wanted: list[str]
 ) -> list[int]:
-    """``count`` free seats of one row: wished letters first, then neighbours, left to right."""
+    """``count`` free seats of one row: wished letters first, then best fit, then neighbours."""
     open_seats = [i for i in range(lo, hi) if free[i]]
     chosen: list[int] = []
     for w in wanted:
@@ -163,9 +163,10 @@ def _pick_in_row(
                 break
     if len(chosen) < count:
         rest = [i for i in open_seats if i not in chosen]
-        # the run of seats nearest to those already chosen keeps the group together
-        anchor = chosen[0] if chosen else rest[0]
-        rest.sort(key=lambda i: (abs(i - anchor), i))
+        # seats whose sold legs touch the ride first (best fit), then the seats nearest to
+        # those already chosen, which keeps the group together
+        anchor = chosen[0] if chosen else next((i for i in rest if touching[i]), rest[0])
+        rest.sort(key=lambda i: (not touching[i], abs(i - anchor), i))
         chosen.extend(rest[: count - len(chosen)])
     return sorted(chosen)
 

@@ -26,7 +26,7 @@ log = logging.getLogger("railtix")
 
 
 class TcpConnection(asyncio.Protocol):
-    __slots__ = ("server", "session", "transport", "last_line", "timer", "paused")
+    __slots__ = ("server", "session", "transport", "last_line", "timer", "writes_paused", "reading_paused", "eof")
 
     def __init__(self, server: AsyncioServer) -> None:
         self.server = server
@@ -35,7 +35,9 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.last_line = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
-        self.paused = False
+        self.writes_paused = False  # the client does not read its replies
+        self.reading_paused = False
+        self.eof = False
 
     # --- transport events ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -62,10 +64,8 @@ class TcpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # the client has finished sending; answer what it asked, then close
-        if not self.session.waiting:
-            return False
-        self.session.close_after_output = True
-        return True
+        self.eof = True
+        return self.session.waiting or self.session.backlog  # True keeps our half open
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -74,26 +74,44 @@ class TcpConnection(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:
-        # the client is not reading its replies: stop reading its requests
-        if self.transport is not None and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+        self.writes_paused = True
+        self._reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and self.paused:
-            self.paused = False
-            self.transport.resume_reading()
+        self.writes_paused = False
+        self._reading()
 
     # --- our own -----------------------------------------------------------------------------
+    def _reading(self) -> None:
+        """Read while the client reads its replies and the session has room (flow control)."""
+        t = self.transport
+        if t is None or self.eof:
+            return
+        pause = self.writes_paused or self.session.full
+        if pause and not self.reading_paused:
+            t.pause_reading()
+        elif not pause and self.reading_paused:
+            t.resume_reading()
+        self.reading_paused = pause
+
     def flush(self) -> None:
         t = self.transport
         if t is None:
             return
-        out = self.session.output()
+        s = self.session
+        out = s.output()
         if out:
             t.write(out)
-        if self.session.close_after_output and not self.session.slots:
+        while s.backlog and not s.full:  # lines held back by the in-flight limit
+            if s.receive(b""):
+                self.last_line = time.monotonic()
+            out = s.output()
+            if out:
+                t.write(out)
+        if (s.close_after_output or self.eof) and not s.slots and not s.backlog:
             t.close()
+            return
+        self._reading()
 
     def check_deadline(self) -> None:
         if self.transport is None:

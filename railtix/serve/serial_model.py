@@ -196,6 +196,10 @@ class BlockingConnection:
             if s.receive(data):
                 self.last_line = time.monotonic()
             self._answer()
+            while s.backlog:  # lines the in-flight limit held back (flow control)
+                if s.receive(b""):
+                    self.last_line = time.monotonic()
+                self._answer()
             if s.close_after_output and not s.slots:
                 return
 
@@ -258,7 +262,11 @@ class BlockingConnection:
         except OSError:
             pass
         self.sock.settimeout(self.read_deadline_s)
-        self._answer(until=time.monotonic() + limits.shutdown_grace_s)
+        until = time.monotonic() + limits.shutdown_grace_s
+        self._answer(until=until)
+        while self.session.backlog and time.monotonic() < until:
+            self.session.receive(b"")
+            self._answer(until=until)
 
 
 def refuse(sock: socket.socket, refusal: Refusal) -> None:

@@ -56,6 +56,12 @@ class CommandFailed(Exception):
         self.index = index
 
 
+def key_reused(key: str) -> Refusal:
+    return Refusal(
+        "key_reused_with_different_request", f"key {key!r} was used for a different request; use a new key"
+    )
+
+
 def new_order_ids(n: int) -> list[str]:
     """'E' and 16 base32 characters: 80 random bits, unguessable, short enough to read out.
 
@@ -187,12 +193,7 @@ class _Run:
             hit = self.keys.get((c.user, c.key))
             if hit is not None:
                 fingerprint, body = hit
-                c.body = body if fingerprint == c.fingerprint else error_body(
-                    Refusal(
-                        "key_reused_with_different_request",
-                        f"key {c.key!r} was used for a different request; use a new key",
-                    )
-                )
+                c.body = body if fingerprint == c.fingerprint else error_body(key_reused(c.key))
                 return
         try:
             getattr(self, "_" + c.op)(c)

@@ -85,7 +85,10 @@ class RunCache:
 
     def publish(self, states: Sequence[RunState]) -> None:
         """Committed states from the writer: readers get copies of their maps."""
-        for s in states:
-            self._runs[s.run] = RunState(
-                s.run, s.train, s.date, {c: m.copy() for c, m in s.maps.items()}, {}, s.version
-            )
+        views = [
+            RunState(s.run, s.train, s.date, {c: m.copy() for c, m in s.maps.items()}, {}, s.version)
+            for s in states
+        ]
+        with self._load_lock:  # a reader's load of an older version must not land after this
+            for v in views:
+                self._runs[v.run] = v

@@ -24,7 +24,7 @@ from railtix.core import rides
 from railtix.core.errors import Refusal
 from railtix.core.timetable import Timetable, validate
 from railtix.service import auth
-from railtix.service.batch import MUTATIONS, Batch, Command
+from railtix.service.batch import MUTATIONS, Batch, Command, key_reused
 from railtix.service.runs import RunCache
 from railtix.service.session import Session, Waker
 from railtix.service.writer import Writer
@@ -32,7 +32,7 @@ from railtix.store import open_store
 from railtix.store.base import Store
 from railtix.wire import messages as m
 from railtix.wire import render
-from railtix.wire.tcp import encode_error, encode_ok, error_body
+from railtix.wire.tcp import encode_error, encode_ok, error_body, with_id
 
 log = logging.getLogger("railtix")
 
@@ -258,15 +258,24 @@ class Service:
     def _mutate(self, session: Session, req: m.Buy | m.Pay | m.Cancel | m.Refund) -> None:
         user = self.user_of(req.token)
         ride = None
+        print_ = fingerprint(req)
         if isinstance(req, m.Buy):
-            ride = rides.ride(
-                self.timetable, req.train, req.date, req.from_, req.to, self.clock(), limits.presale_days
-            )
+            try:
+                ride = rides.ride(
+                    self.timetable, req.train, req.date, req.from_, req.to, self.clock(), limits.presale_days
+                )
+            except Refusal:
+                # a retry of a buy that succeeded gets its first reply, even once the train
+                # has left or the date has passed
+                stored = self.store.stored_reply(user, req.key)
+                if stored is None:
+                    raise
+                session.reply(with_id(req.id, stored[1] if stored[0] == print_ else error_body(key_reused(req.key))))
+                return
         op = req.__struct_config__.tag
         assert op in MUTATIONS
         self._submit(
-            session,
-            Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=fingerprint(req)),
+            session, Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=print_)
         )
 
     # --- reads --------------------------------------------------------------------------------

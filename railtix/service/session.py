@@ -38,10 +38,16 @@ class Session:
         self.owner: Any = None
 
     def receive(self, data: bytes) -> int:
-        """Take bytes from the client; returns how many complete requests they finished."""
+        """Take bytes from the client; returns how many complete requests were taken.
+
+        At ``in_flight_per_connection_max`` requests awaiting their replies, lines stay in the
+        codec's buffer (``backlog``) instead: flow control, not an error. The serving model
+        stops reading while the session is ``full`` and, after writing ``output()``, calls
+        ``receive(b"")`` to take the lines held back.
+        """
         self.codec.receive_data(data)
         lines = 0
-        while not self.close_after_output:
+        while not self.close_after_output and len(self.slots) < limits.in_flight_per_connection_max:
             event = self.codec.next_event()
             if isinstance(event, NeedData):
                 break
@@ -50,16 +56,19 @@ class Session:
                 self.fail(event.refusal)
             elif isinstance(event, BadRequest):
                 self.slots.append(encode_error(event.id, event.refusal))
-            elif len(self.slots) >= limits.in_flight_per_connection_max:
-                self.slots.append(
-                    encode_error(
-                        event.id,
-                        Refusal("too_many_in_flight", f"at most {limits.in_flight_per_connection_max} requests may await replies"),
-                    )
-                )
             else:
                 self.service.dispatch(self, event)
         return lines
+
+    @property
+    def full(self) -> bool:
+        """True while as many requests await replies as one connection may have."""
+        return len(self.slots) >= limits.in_flight_per_connection_max
+
+    @property
+    def backlog(self) -> bool:
+        """True when complete lines wait in the buffer because the session was full."""
+        return not self.close_after_output and self.codec.has_line
 
     def reply(self, line: bytes) -> None:
         self.slots.append(line)

@@ -107,6 +107,9 @@ class Store(Protocol):
     def token_user(self, token_hash: bytes, now: float) -> tuple[int, float] | None:
         """The user of an unexpired token, and when the token expires."""
 
+    def stored_reply(self, user: int, key: str) -> tuple[str, bytes] | None:
+        """The remembered (fingerprint, reply) of a user's idempotency key, if any."""
+
     def order(self, order_id: str) -> Order | None: ...
 
     def orders_of(self, user: int, limit: int) -> list[Order]: ...

@@ -131,6 +131,12 @@ class PostgresStore:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
+    def stored_reply(self, user: int, key: str) -> tuple[str, bytes] | None:
+        row = self._conn.execute(
+            "SELECT fingerprint, reply FROM keys WHERE user_id=%s AND key=%s", (user, key)
+        ).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
     def order(self, order_id: str) -> Order | None:
         row = self._conn.execute("SELECT body FROM orders WHERE id=%s", (order_id,)).fetchone()
         return decode_order(row[0]) if row else None

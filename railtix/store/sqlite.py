@@ -128,6 +128,12 @@ class SqliteStore:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
+    def stored_reply(self, user: int, key: str) -> tuple[str, bytes] | None:
+        row = self._conn.execute(
+            "SELECT fingerprint, reply FROM keys WHERE user_id=? AND key=?", (user, key)
+        ).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
     def order(self, order_id: str) -> Order | None:
         row = self._conn.execute("SELECT body FROM orders WHERE id=?", (order_id,)).fetchone()
         return decode_order(row[0]) if row else None

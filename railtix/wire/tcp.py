@@ -53,33 +53,39 @@ class LineCodec:
         self.broken = False
 
     def receive_data(self, data: bytes) -> None:
-        self._buf += data
+        if not self.broken:  # after a framing error nothing more is read: the connection closes
+            self._buf += data
 
     def next_event(self) -> Event:
-        if self.broken:
-            return NEED_DATA
-        nl = self._buf.find(b"\n", self._scan)
-        if nl < 0:
-            self._scan = len(self._buf)
-            if len(self._buf) > self._limit:
-                self.broken = True
-                self._buf.clear()
-                return BrokenFraming(
-                    Refusal("too_large", f"request line longer than {self._limit} bytes")
-                )
-            return NEED_DATA
-        line = bytes(self._buf[:nl])
-        del self._buf[: nl + 1]
-        self._scan = 0
-        if nl > self._limit:
-            self.broken = True
-            return BrokenFraming(Refusal("too_large", f"request line longer than {self._limit} bytes"))
-        if not line.strip():
-            return self.next_event()  # blank lines are ignored (they answer nothing)
-        try:
-            return _decoder.decode(line)
-        except msgspec.DecodeError as e:
-            return BadRequest(request_id(line), refusal_for(e))
+        while not self.broken:
+            nl = self._buf.find(b"\n", self._scan)
+            if nl < 0:
+                self._scan = len(self._buf)
+                if len(self._buf) > self._limit:
+                    return self._break()
+                return NEED_DATA
+            line = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            self._scan = 0
+            if nl > self._limit:
+                return self._break()
+            if not line.strip():
+                continue  # blank lines are ignored (they answer nothing)
+            try:
+                return _decoder.decode(line)
+            except msgspec.DecodeError as e:
+                return BadRequest(request_id(line), refusal_for(e))
+        return NEED_DATA
+
+    def _break(self) -> BrokenFraming:
+        self.broken = True
+        self._buf.clear()
+        return BrokenFraming(Refusal("too_large", f"request line longer than {self._limit} bytes"))
+
+    @property
+    def has_line(self) -> bool:
+        """Whether a complete line is buffered (not yet taken by ``next_event``)."""
+        return not self.broken and self._buf.find(b"\n") >= 0
 
     @property
     def buffered(self) -> int:
