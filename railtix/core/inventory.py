@@ -21,7 +21,7 @@ from railtix.core.timetable import Timetable, Train, ride_mask
 
 
 class RunState:
-    __slots__ = ("run", "train", "date", "maps", "passengers", "version")
+    __slots__ = ("run", "train", "date", "maps", "passengers", "version", "counts")
 
     def __init__(
         self,
@@ -39,6 +39,8 @@ class RunState:
         #: id number -> {order id: legs mask} for live orders on this run
         self.passengers = passengers
         self.version = version
+        #: on read-only views only: seats left per (class, mask), filled as searches ask
+        self.counts: dict[tuple[str, int], int] | None = None
 
     @classmethod
     def empty(cls, train: Train, date: str) -> RunState:

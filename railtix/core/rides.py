@@ -94,6 +94,54 @@ def hhmm(minutes: int) -> str:
     return f"{m // 60:02d}:{m % 60:02d}" + (f"+{days}" if days else "")
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A train's ride between two stations: what a search shows that never changes."""
+
+    train: Train
+    start: int
+    end: int
+    mask: int
+    depart: int  #: minutes after midnight of the run's date
+    prices: tuple[tuple[str, int], ...]  #: (class, fen) for each class the train has
+    row: dict[str, object]  #: train, from, to, depart, arrive, minutes
+
+
+def routes(timetable: Timetable, a: str, b: str) -> tuple[Route, ...]:
+    """Every train from station ``a`` to station ``b``, by departure; memoised per timetable."""
+    memo = timetable.route_memo
+    found = memo.get((a, b))
+    if found is None:
+        out = []
+        for t in timetable.trains_at.get(a, ()):
+            i, j = t.stop_index[a], t.stop_index.get(b)
+            if j is None or j <= i:
+                continue
+            depart, arrive = t.stops[i].depart, t.stops[j].arrive
+            assert depart is not None and arrive is not None
+            prices = tuple((c, timetable.fare(t, c, i, j)) for c in SEAT_CLASSES if c in t.seats)
+            row = {
+                "train": t.number, "from": a, "to": b, "depart": hhmm(depart), "arrive": hhmm(arrive),
+                "minutes": arrive - depart,
+            }
+            out.append(Route(t, i, j, ride_mask(i, j), depart, prices, row))
+        out.sort(key=lambda r: (r.depart, r.train.number))
+        found = memo[(a, b)] = tuple(out)
+    return found
+
+
+def seats_left(state: RunState, seat_class: str, mask: int) -> int:
+    """Free seats of a class for a ride, remembered on read-only views of a run."""
+    counts = state.counts
+    if counts is None:
+        return available(state.maps[seat_class], mask)
+    key = (seat_class, mask)
+    left = counts.get(key)
+    if left is None:
+        left = counts[key] = available(state.maps[seat_class], mask)
+    return left
+
+
 def search(
     timetable: Timetable,
     origin: str,
@@ -111,39 +159,14 @@ def search(
     a, b = station(timetable, origin), station(timetable, destination)
     day = parse_date(date, now, presale_days)
     iso = day.isoformat()
-    rows: list[tuple[int, dict[str, object]]] = []
-    for t in timetable.trains_at.get(a.code, ()):
-        i, j = t.stop_index[a.code], t.stop_index.get(b.code)
-        if j is None or j <= i:
-            continue
-        state = run_state(t, iso)
-        mask = ride_mask(i, j)
-        depart_min = t.stops[i].depart
-        arrive_min = t.stops[j].arrive
-        assert depart_min is not None and arrive_min is not None
-        classes = [
-            {
-                "class": c,
-                "left": available(state.maps[c], mask),
-                "price": timetable.fare(t, c, i, j),
-            }
-            for c in SEAT_CLASSES
-            if c in state.maps
+    midnight = dt.datetime.combine(day, dt.time(0, 0), CST).timestamp()
+    out: list[dict[str, object]] = []
+    for r in routes(timetable, a.code, b.code):
+        state = run_state(r.train, iso)
+        row = dict(r.row)
+        row["departed"] = midnight + r.depart * 60 <= now
+        row["classes"] = [
+            {"class": c, "left": seats_left(state, c, r.mask), "price": price} for c, price in r.prices
         ]
-        rows.append(
-            (
-                depart_min,
-                {
-                    "train": t.number,
-                    "from": a.code,
-                    "to": b.code,
-                    "depart": hhmm(depart_min),
-                    "arrive": hhmm(arrive_min),
-                    "minutes": arrive_min - depart_min,
-                    "departed": t.depart_at(day, i).timestamp() <= now,
-                    "classes": classes,
-                },
-            )
-        )
-    rows.sort(key=lambda r: (r[0], r[1]["train"]))
-    return [r for _, r in rows]
+        out.append(row)
+    return out

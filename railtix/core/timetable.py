@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 from functools import cached_property
+from typing import Any
 
 import msgspec
 
@@ -118,6 +119,11 @@ class Timetable(msgspec.Struct, dict=True):
             for s in t.stops:
                 out.setdefault(s.station, []).append(t)
         return {k: tuple(v) for k, v in out.items()}
+
+    @cached_property
+    def route_memo(self) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """Rides between two stations, filled by ``rides.routes`` (derived, never stored)."""
+        return {}
 
     @cached_property
     def _names(self) -> dict[str, str]:

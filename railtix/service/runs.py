@@ -78,6 +78,7 @@ class RunCache:
         run = run_id(train.number, date)
         with self._load_lock:
             state = build_state(train, date, self._store.run_row(run), [])
+            state.counts = {}  # a read-only view: counts may be remembered
             current = self._runs.get(run)
             if current is None or current.version <= state.version:
                 self._runs[run] = state
@@ -89,6 +90,8 @@ class RunCache:
             RunState(s.run, s.train, s.date, {c: m.copy() for c, m in s.maps.items()}, {}, s.version)
             for s in states
         ]
+        for v in views:
+            v.counts = {}  # read-only: counts may be remembered
         with self._load_lock:  # a reader's load of an older version must not land after this
             for v in views:
                 self._runs[v.run] = v
