@@ -11,8 +11,8 @@ from __future__ import annotations
 #: 20,000 file descriptors.
 clients_max = 10_000
 
-#: Requests in flight per connection. The server answers ``too_many_in_flight`` beyond its own
-#: ``in_flight_per_connection_max`` (256); a bench past it would only measure refusals.
+#: Requests in flight per connection. Beyond its own ``in_flight_per_connection_max`` (256) the
+#: server stops reading a connection until replies drain; a deeper pipeline only queues longer.
 pipeline_max = 256
 
 #: Load processes. More than twice the cores only adds context switches.
