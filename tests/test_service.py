@@ -343,3 +343,19 @@ def test_sold_out_exactly_when_no_seat_is_left(alice: Any, clock: FakeClock) -> 
     c.error("sold_out", **buy(tok, "s-short", date, *ids(1, base=400), frm="NKH"))
     seats = [(t["coach"], t["seat"]) for o in c.ok(op="orders", token=tok)["orders"] for t in o["tickets"]]
     assert len(seats) == len(set(seats)) == G1_BUSINESS_SEATS
+
+
+# --- memory over days ----------------------------------------------------------------------------
+def test_runs_of_past_days_are_forgotten(alice: Any, clock: FakeClock) -> None:
+    """The writer's states and the readers' views hold runs on sale, not every run ever sold."""
+    svc, c, tok = alice
+    first_day = clock.date(1)
+    c.ok(**buy(tok, "k1", first_day, *ids(1)))
+    assert left(c, first_day) == G1_BUSINESS_SEATS - 1
+    assert f"G1@{first_day}" in svc.batch.states and svc.cache._runs.get(f"G1@{first_day}")
+    clock.advance(2 * 86_400)
+    c.ok(**buy(tok, "k2", clock.date(1), *ids(1, base=10)))
+    assert f"G1@{first_day}" not in svc.batch.states
+    assert f"G1@{first_day}" not in svc.cache._runs
+    # and the order of that day is still there
+    assert any(o.date == first_day for o in svc.store.all_orders())

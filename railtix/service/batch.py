@@ -20,7 +20,7 @@ from railtix import limits
 from railtix.core.errors import Refusal
 from railtix.core.inventory import Layouts, RunState, change_status, hold_lapsed, place_order
 from railtix.core.orders import Order, Passenger, Status, refund_fee
-from railtix.core.rides import Ride
+from railtix.core.rides import Ride, today
 from railtix.core.timetable import Timetable
 from railtix.service.runs import RunCache, build_state, refresh
 from railtix.store.base import Store, Tx, encode_maps
@@ -84,11 +84,18 @@ class Batch:
         self.hold_s = hold_s
         self.after_commit: list[Callable[[], None]] = []
         #: the writer's own working state of each run, with its passenger index; valid while
-        #: its version equals the stored one. Readers never see these objects.
+        #: its version equals the stored one. Readers never see these objects. At most the runs
+        #: on sale (trains x presale days): past dates are dropped when the day changes.
         self.states: dict[str, RunState] = {}
+        self._day = ""
 
     def apply(self, cmds: list[Command], now: float) -> None:
         """Fill every command's ``body``; retry without commands that fail unexpectedly."""
+        day = today(now).isoformat()
+        if day != self._day:  # runs of past dates are sold no more: forget them, once a day
+            self._day = day
+            self.states = {r: s for r, s in self.states.items() if s.date >= day}
+            self.cache.forget_before(day)
         todo = list(cmds)
         while todo:
             try:

@@ -55,6 +55,11 @@ class RunCache:
         self._runs: dict[str, RunState] = {}
         self._load_lock = threading.Lock()
 
+    def forget_before(self, day: str) -> None:
+        """Drop the views of runs before ``day`` (ISO): they are sold no more."""
+        with self._load_lock:
+            self._runs = {r: s for r, s in self._runs.items() if s.date >= day}
+
     def get(self, train: Train, date: str) -> RunState:
         state = self._runs.get(run_id(train.number, date))
         if state is None:
