@@ -2,23 +2,31 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+BASE := $(VENV)/.installed
+DEV := $(VENV)/.installed-dev
 
 .PHONY: run test lint clean
 
-$(STAMP): pyproject.toml
+# railtix and what it needs to run
+$(BASE): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e .
+	touch $(BASE)
 
-run: $(STAMP)
+# and the tools to test it
+$(DEV): $(BASE)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(DEV)
+
+run: $(BASE)
+	@echo "railtix: in another terminal, '. .venv/bin/activate' puts the railtix command on your PATH"
 	$(BIN)/railtix serve
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check railtix tests
 	$(BIN)/mypy railtix
 

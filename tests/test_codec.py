@@ -346,3 +346,21 @@ def test_bad_lines_answered_in_order_between_good_ones(unstarted: tuple[Service,
     assert [r["ok"] for r in got] == [True, False, False, True]
     assert got[1]["error"]["code"] == "malformed_json" and got[2]["error"]["code"] == "unknown_op"
     assert {"code": "VNP", "name": "Beijing South", "name_zh": "北京南"} in got[3]["stations"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        ({"op": "search", "to": "AOH", "date": "2026-12-01"}, "missing_field", "from is required"),
+        ({"op": "search", "from": 1, "to": "AOH", "date": "2026-12-01"}, "invalid_field", "from must be a string, not an integer"),
+        ({"op": "orders", "token": "t", "limit": 0}, "invalid_field", "limit must be an integer >= 1"),
+        ({"op": "register", "user": "bad name!", "password": "password1"}, "invalid_field", "user: letters, digits and _ . @ - only"),
+        ({"op": "order", "token": "t", "order": ""}, "invalid_field", "order needs at least 1 characters"),
+    ],
+)
+def test_bad_fields_are_named_in_plain_words(request_: dict[str, Any], code: str, message: str) -> None:
+    codec = LineCodec()
+    codec.receive_data(line(request_))
+    (e,) = events(codec)
+    assert isinstance(e, BadRequest)
+    assert (e.refusal.code, e.refusal.message) == (code, message)

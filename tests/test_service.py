@@ -359,3 +359,20 @@ def test_runs_of_past_days_are_forgotten(alice: Any, clock: FakeClock) -> None:
     assert f"G1@{first_day}" not in svc.cache._runs
     # and the order of that day is still there
     assert any(o.date == first_day for o in svc.store.all_orders())
+
+
+def test_search_from_a_station_to_itself(alice: Any, clock: FakeClock) -> None:
+    _, c, _ = alice
+    reply = c.error("invalid_field", op="search", **{"from": "VNP", "to": "Beijing South"}, date=clock.date(1))
+    assert "Beijing South" in reply["error"]["message"]
+
+
+def test_the_passenger_clash_names_the_id_number_not_the_new_name(alice: Any, clock: FakeClock) -> None:
+    _, c, tok = alice
+    (p,) = ids(1)
+    c.ok(**buy(tok, "k1", clock.date(1), p))
+    clash = c.call(**{**buy(tok, "k2", clock.date(1), p, frm="JGK", to="NKH"),
+                      "passengers": [{"name": "Someone Else", "id_no": p}]})
+    assert clash["error"]["code"] == "passenger_already_booked_on_this_run"
+    assert p[:4] in clash["error"]["message"] and p[-4:] in clash["error"]["message"]
+    assert "Someone Else" not in clash["error"]["message"]

@@ -78,6 +78,11 @@ class RunState:
                     del self.passengers[t.id_no]
 
 
+def _masked(id_no: str) -> str:
+    """An id number as 12306 prints it: the first and last four characters."""
+    return id_no[:4] + "*" * max(0, len(id_no) - 8) + id_no[-4:] if len(id_no) > 8 else id_no
+
+
 def run_id(train: str, date: str) -> str:
     return f"{train}@{date}"
 
@@ -126,7 +131,8 @@ def place_order(
             if legs & mask:
                 raise Refusal(
                     "passenger_already_booked_on_this_run",
-                    f"{p.name} already has a ticket on {train.number} {run.date} for part of this ride",
+                    f"the passenger with id number {_masked(p.id_no)} already has a ticket on "
+                    f"{train.number} {run.date} for part of this ride",
                 )
     layout = layouts(train, seat_class)
     seats = allocate(run.maps[seat_class], layout, mask, len(passengers), letters)

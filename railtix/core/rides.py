@@ -157,6 +157,8 @@ def search(
     boarding station are listed too (12306 lists them greyed out) with ``departed: true``.
     """
     a, b = station(timetable, origin), station(timetable, destination)
+    if a.code == b.code:
+        raise Refusal("invalid_field", f"from and to are both {a.name}")
     day = parse_date(date, now, presale_days)
     iso = day.isoformat()
     midnight = dt.datetime.combine(day, dt.time(0, 0), CST).timestamp()

@@ -19,8 +19,58 @@ def refusal_for(error: msgspec.DecodeError) -> Refusal:
     if "- at `$.op`" in text:
         return Refusal("unknown_op", "unknown op; see the hello reply or docs/protocol.md for the list")
     if text.startswith("Object missing required field"):
-        return Refusal("missing_field", text)
-    return Refusal("invalid_field", text)
+        field = text.split("`")[1] if "`" in text else "a field"
+        where = _where(text)
+        return Refusal("missing_field", f"{where + '.' if where else ''}{field} is required")
+    return Refusal("invalid_field", plain(text))
+
+
+#: What a pattern in messages.py allows, in words, for the messages people read.
+_PATTERNS = {
+    "^[0-9A-Za-z]+$": "letters and digits only",
+    "^[A-Za-z0-9_.@-]+$": "letters, digits and _ . @ - only",
+}
+
+
+def _where(text: str) -> str:
+    """The field a decoder message points at, as ``passengers[0].id_no``; '' for the root."""
+    if " - at `$" not in text:
+        return ""
+    return text.rpartition(" - at `$")[2].rstrip("`").lstrip(".")
+
+
+def plain(text: str) -> str:
+    """msgspec's message for a bad field, in plain words, naming the field."""
+    field = _where(text) or "the request"
+    what = text.partition(" - at `")[0]
+    if what.startswith("Expected `str` of length >= "):
+        return f"{field} needs at least {what.rsplit(' ', 1)[1]} characters"
+    if what.startswith("Expected `str` of length <= "):
+        return f"{field} may have at most {what.rsplit(' ', 1)[1]} characters"
+    if what.startswith("Expected `array` of length >= "):
+        return f"{field} needs at least {what.rsplit(' ', 1)[1]} entries"
+    if what.startswith("Expected `array` of length <= "):
+        return f"{field} may have at most {what.rsplit(' ', 1)[1]} entries"
+    if what.startswith("Expected `str` matching regex "):
+        pattern = what.split("'")[1] if "'" in what else ""
+        return f"{field}: {_PATTERNS.get(pattern, 'characters that are not allowed')}"
+    if what.startswith("Invalid enum value"):
+        return f"{field} cannot be {what.partition('value ')[2]}"
+    if what.startswith("Object contains unknown field"):
+        return f"{field} has an unknown field {what.split('`')[1]}"
+    if what.startswith("Expected `") and ", got `" in what:
+        want, got = what.split("`")[1], what.split("`")[3]
+        return f"{field} must be {_a(want)}, not {_a(got)}"
+    if what.startswith("Expected `"):  # a bound on a number, e.g. "Expected `int` >= 1"
+        kind, _, bound = what.removeprefix("Expected `").partition("` ")
+        return f"{field} must be {_a(kind)} {bound}"
+    return text
+
+
+def _a(kind: str) -> str:
+    names = {"str": "a string", "int": "an integer", "array": "a list", "object": "an object",
+             "float": "a number", "bool": "true or false", "null": "null"}
+    return names.get(kind, kind)
 
 
 def request_id(line: bytes) -> int | str | None:
