@@ -3,7 +3,10 @@
 Client commands talk to a server over TCP with ``railtix.client`` (``--server HOST:PORT``, or
 ``RAILTIX_SERVER``) and print readable tables, or with ``--json`` the server's reply exactly.
 Exit status: 0 when done, 1 when the server refused or could not be reached (the server's own
-message is printed: it already names close stations for a misspelt one), 2 for usage errors.
+message is printed: it already names close stations for a misspelt one), or when the command
+line refuses before asking (not logged in, not a date), 2 for usage errors. Every message is
+``railtix: ...`` on stderr with at most one hint; under ``--json`` a refusal made here has the
+shape of the server's (``{"id": null, "ok": false, "error": {...}}``, a code from ``CODES``).
 
 Heavy imports (numpy, the service, rich) happen inside the commands that need them, and the
 ``bench`` and ``demo`` groups are imported only when invoked (click's lazy group pattern), so
@@ -16,7 +19,10 @@ import datetime as dt
 import functools
 import importlib
 import os
+import re
+import shutil
 import sys
+import sysconfig
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +34,7 @@ import msgspec
 
 import railtix
 from railtix.client import DEFAULT_SERVER, RailtixError, Unreachable, format_address, parse_address
+from railtix.core.errors import CODES
 from railtix.serve import MODELS
 
 #: One line per serving model, for ``serve --help`` (older registries may not describe them).
@@ -48,18 +55,46 @@ DEFAULT_TCP = "127.0.0.1:5002"
 #: Subcommand groups written elsewhere, imported only when invoked: name -> (target, short help).
 LAZY_SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("railtix.bench.cli:bench", "Load generator, correctness audit, reports and plots."),
-    "demo": ("railtix.demo.cli:demo", "Demonstrations of the serving models."),
+    "demo": ("railtix.demo.cli:demo", "The lecture's lock lesson on the real inventory (a seat race)."),
 }
 
-#: What to do next, for refusals where the message alone does not say.
+#: What to do next, for refusals where the message alone does not say. Refusals about an order
+#: get a hint from the order's actual state instead (``order_hint``), when it can be read.
 HINTS: dict[str, str] = {
-    "unauthorized": "log in again: railtix login USER",
     "bad_credentials": "check the name and password, or create an account: railtix register USER",
-    "hold_expired": "buy again: the seats were released",
-    "order_not_cancellable": "only held orders are cancelled; a paid one is refunded: railtix refund ORDER",
+    "not_found": "your orders are listed by: railtix orders",
     "busy": "the server is at capacity; try again in a moment",
     "shutting_down": "the server is stopping; try again once it is back",
 }
+
+#: Refusals of pay, cancel and refund whose hint depends on the state the order is in.
+ORDER_STATE_CODES = frozenset({"hold_expired", "order_not_payable", "order_not_cancellable", "order_not_refundable"})
+
+#: Below this many columns the orders table shows station codes, not names: "Beijing South →
+#: Shanghai Hongqiao" alone takes a third of an 80-column terminal and wraps the table.
+orders_names_width_min = 120
+
+
+class CliError(click.ClickException):
+    """A failure of a server-side command (serve, audit, timetable), printed as every other
+    message of the command line is: ``railtix: ...`` on stderr, exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.secho(f"railtix: {self.format_message()}", fg="red", err=True)
+
+
+class Refused(RailtixError):
+    """A refusal with a hint of its own: either made by the command line before asking the
+    server (``reply`` is None; its code must be one of the server's ``CODES``, so that scripts
+    reading ``--json`` see one vocabulary), or a server refusal with a hint from the order's state.
+    """
+
+    def __init__(self, code: str, message: str, hint: str | None = None,
+                 reply: dict[str, Any] | None = None, retry: bool | None = None) -> None:
+        if reply is None:
+            assert code in CODES, f"the command line may only use registered codes, not {code!r}"
+        super().__init__(code, message, CODES.get(code, (False, ""))[0] if retry is None else retry, reply)
+        self.hint = hint
 
 
 # --- the group -----------------------------------------------------------------------------------
@@ -121,7 +156,7 @@ def _unavailable(name: str, target: str, error: Exception) -> click.Command:
         help=f"(not available: {error})",
     )
     def stub() -> None:
-        raise click.ClickException(
+        raise CliError(
             f"`railtix {name}` is not available in this installation: importing {target} failed ({error})"
         )
 
@@ -193,9 +228,11 @@ def client_command(name: str | None = None, **attrs: Any) -> Callable[[Callable[
 
 
 def fail(obj: Ctx, e: RailtixError) -> None:
-    """Print a refusal (the reply itself under --json) and exit 1."""
+    """Print a refusal and exit 1: the message and one hint, or under --json the server's reply
+    itself (a refusal made here has the same shape, with ``id`` null)."""
     if obj.as_json:
-        reply = e.reply or {"ok": False, "error": {"code": e.code, "message": e.message, "retry": e.retry}}
+        reply = e.reply or {"id": None, "ok": False,
+                            "error": {"code": e.code, "message": e.message, "retry": e.retry}}
         click.echo(msgspec.json.encode(reply))
     if isinstance(e, Unreachable):
         msg = (
@@ -206,10 +243,20 @@ def fail(obj: Ctx, e: RailtixError) -> None:
         msg = e.message
     if not obj.as_json or isinstance(e, Unreachable):
         click.secho(f"railtix: {msg}", fg="red", err=True)
-        hint = HINTS.get(e.code)
+        hint = e.hint if isinstance(e, Refused) else default_hint(obj, e.code)
         if hint and not obj.as_json:
             click.echo(f"  {hint}", err=True)
     sys.exit(1)
+
+
+def default_hint(obj: Ctx, code: str) -> str | None:
+    """The hint for a server refusal that brought no hint of its own."""
+    if code == "unauthorized":  # the saved token was refused: expired, or the database is new
+        from railtix.client import config
+
+        saved = config.login_for(server_key(obj.server))
+        return f"log in again: railtix login {saved.user if saved else 'USER'}"
+    return HINTS.get(code)
 
 
 # --- shared helpers ------------------------------------------------------------------------------
@@ -231,9 +278,8 @@ def token_for(obj: Ctx) -> str:
 
     login = config.login_for(server_key(obj.server))
     if login is None:
-        raise RailtixError(
-            "unauthorized", f"not logged in to {server_key(obj.server)}; log in first: railtix login USER"
-        )
+        raise Refused("unauthorized", f"not logged in to {server_key(obj.server)}",
+                      hint="log in first: railtix login USER (no account yet? railtix register USER)")
     return login.token
 
 
@@ -281,6 +327,18 @@ def clock(iso: str | None) -> str:
     return iso[:16].replace("T", " ") if iso else ""
 
 
+def hold_clock(iso: str) -> str:
+    """When a hold ends: the time alone when that is today in its zone (a hold lasts minutes),
+    else with the date."""
+    try:
+        at = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return clock(iso)
+    if at.tzinfo is not None and at.date() == dt.datetime.now(at.tzinfo).date():
+        return at.strftime("%H:%M")
+    return clock(iso)
+
+
 def seat_label(ticket: dict[str, Any]) -> str:
     return f"{int(ticket['coach']):02d}-{ticket['seat']}"
 
@@ -299,7 +357,13 @@ def sale_day(text: str | None) -> str:
         return first.isoformat()
     if text.startswith("+") and text[1:].isdigit():
         return (first + dt.timedelta(days=int(text[1:]))).isoformat()
-    return text  # the server checks it and says what is wrong
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            return dt.date.fromisoformat(text).isoformat()  # whether it is on sale, the server says
+        except ValueError:
+            pass
+    raise Refused("invalid_date", f"{text!r} is not a date: give YYYY-MM-DD, today, tomorrow or +N "
+                                  "(N days from today, China time)")
 
 
 def station_names(reply: dict[str, Any] | None) -> dict[str, str]:
@@ -362,7 +426,8 @@ def login(obj: Ctx, user: str, password: str | None) -> None:
     if emit(obj, reply):
         return
     until = clock(reply.get("expires"))
-    click.echo(f"logged in as {reply.get('user', user)} on {server_key(obj.server)} until {until} (token in {path})")
+    click.echo(f"logged in as {reply.get('user', user)} on {server_key(obj.server)} until {until} China time "
+               f"(token in {path})")
 
 
 @client_command()
@@ -458,8 +523,9 @@ def stations(obj: Ctx, filter_text: str | None) -> None:
 @click.option("--date", "date", default=None, help="Also show seats left for the whole way on this date.")
 def train(obj: Ctx, number: str, date: str | None) -> None:
     """A train's stops and times (经停站), and seats left when --date is given."""
+    day = sale_day(date) if date else None
     with connected(obj) as client:
-        reply = client.train(number, sale_day(date) if date else None)
+        reply = client.train(number, day)
     if emit(obj, reply):
         return
     seats = ", ".join(f"{c} {n}" for c, n in reply.get("seats", {}).items())
@@ -479,11 +545,54 @@ def train(obj: Ctx, number: str, date: str | None) -> None:
 
 
 # --- orders --------------------------------------------------------------------------------------
-def show_order(order: dict[str, Any], names: dict[str, str], headline: str) -> None:
+def order_state(order: dict[str, Any]) -> str:
+    """The order's status said once, with what goes with it: until when it is held, or what a
+    refund gave back."""
+    status = str(order["status"])
+    if status == "held" and order.get("hold_until"):
+        return f"held until {hold_clock(order['hold_until'])} China time"
+    if status == "refunded" and order.get("refund") is not None:
+        return f"refunded {yuan(order['refund'])} (fee {yuan(order.get('fee') or 0)})"
+    return status
 
+
+def buy_again(order: dict[str, Any] | None) -> str:
+    """The command that buys the same ride again (passengers' id numbers are masked in replies,
+    so they are left for the user to type)."""
+    if order is None:
+        return "railtix buy TRAIN --from FROM --to TO --passenger \"NAME,ID\""
+    return (f"railtix buy {order['train']} --date {order['date']} --from {order['from']} --to {order['to']} "
+            f"--class {order['class']} --passenger \"NAME,ID\"")
+
+
+def order_hint(op: str, order_id: str, order: dict[str, Any] | None) -> str | None:
+    """What to do after ``op`` on an order was refused, from the state the order is in now
+    (``order`` None when it could not be read: then a hint that holds whatever the state)."""
+    status = None if order is None else order.get("status")
+    if status == "held":
+        return f"it is {order_state(order or {})}: pay with `railtix pay {order_id}` or release it with " \
+               f"`railtix cancel {order_id}`"
+    if status == "paid":
+        if op == "cancel":
+            return f"it is paid: a paid order is refunded instead: railtix refund {order_id}"
+        return None  # paying a paid order: the message says it all
+    if status in ("expired", "cancelled"):
+        if op == "pay":
+            return f"buy again: {buy_again(order)}"
+        return None  # its seats are already released; nothing is left to do
+    if status is not None:
+        return None  # refunded or changed: nothing is left to do
+    if op == "pay":
+        return f"see it with `railtix order {order_id}`; to buy again: {buy_again(None)}"
+    if op == "cancel":
+        return f"only held orders are cancelled; a paid one is refunded: railtix refund {order_id}"
+    return f"see it with: railtix order {order_id}"
+
+
+def show_order(order: dict[str, Any], names: dict[str, str]) -> None:
     out = console()
     departs = clock(order.get("departs"))
-    out.print(f"{headline} {order['order']} — {order['status']}")
+    out.print(f"order {order['order']} — {order_state(order)}")
     out.print(
         f"{order['train']} {order['date']}: {place(order['from'], names)} ({order['from']}) → "
         f"{place(order['to'], names)} ({order['to']}), {order['class']} class, departs {departs[11:] or departs}"
@@ -495,11 +604,8 @@ def show_order(order: dict[str, Any], names: dict[str, str], headline: str) -> N
         table.add_row(t["passenger"], t.get("id_no", ""), f"{int(t['coach']):02d}", t["seat"], yuan(t["price"]))
     out.print(table)
     out.print(f"total {yuan(order['price'])}")
-    if order.get("hold_until"):
-        out.print(f"held until {clock(order['hold_until'])} China time: pay with `railtix pay {order['order']}` "
-                  f"or release with `railtix cancel {order['order']}`")
-    if order.get("refund") is not None:
-        out.print(f"refunded {yuan(order['refund'])}, fee {yuan(order.get('fee') or 0)}")
+    if order["status"] == "held":
+        out.print(f"pay with `railtix pay {order['order']}` or release the seats with `railtix cancel {order['order']}`")
 
 
 def parse_passenger(text: str) -> dict[str, str]:
@@ -520,7 +626,9 @@ def parse_passenger(text: str) -> dict[str, str]:
 @click.option("--passenger", "passengers", multiple=True, required=True, metavar='"NAME,ID"',
               help="A passenger; repeat for up to five.")
 @click.option("--seat", "seats", multiple=True, type=click.Choice(list("ABCDF")),
-              help="Wished seat letter (A and F are windows); repeat per passenger.")
+              help="A wished seat letter, at most one per passenger: the letters are wishes for the "
+                   "order as a whole, honoured where free, not tied to a passenger (A/F windows, C/D "
+                   "aisles; first class has no B, business only A, C and F).")
 @click.option("--key", default=None, help="Idempotency key, to repeat a purchase safely (default: a new one).")
 def buy(obj: Ctx, train_no: str, date: str | None, origin: str, destination: str, seat_class: str,
         passengers: Sequence[str], seats: Sequence[str], key: str | None) -> None:
@@ -544,16 +652,28 @@ def buy(obj: Ctx, train_no: str, date: str | None, origin: str, destination: str
         reply, names = with_stations(client, req)
     if emit(obj, reply):
         return
-    show_order(reply["order"], names, "held order")
+    show_order(reply["order"], names)
 
 
-def change_order(obj: Ctx, op: str, order_id: str, key: str | None, headline: str) -> None:
+def change_order(obj: Ctx, op: str, order_id: str, key: str | None) -> None:
+    """Pay, cancel or refund; when refused for the order's state, the hint is read from it."""
+    from railtix.client import check
+
     token = token_for(obj)
     with connected(obj) as client:
-        reply, names = with_stations(client, {"op": op, "token": token, "order": order_id, "key": key})
+        try:
+            reply, names = with_stations(client, {"op": op, "token": token, "order": order_id, "key": key})
+        except RailtixError as e:
+            if e.code not in ORDER_STATE_CODES or obj.as_json:
+                raise
+            try:
+                current = check(client.call("order", token=token, order=order_id)).get("order")
+            except RailtixError:
+                current = None
+            raise Refused(e.code, e.message, order_hint(op, order_id, current), e.reply, e.retry) from None
     if emit(obj, reply):
         return
-    show_order(reply["order"], names, headline)
+    show_order(reply["order"], names)
 
 
 _key_option = click.option("--key", default=None, help="Idempotency key, to repeat the request safely.")
@@ -564,7 +684,7 @@ _key_option = click.option("--key", default=None, help="Idempotency key, to repe
 @_key_option
 def pay(obj: Ctx, order_id: str, key: str | None) -> None:
     """Pay a held order; the seats are yours."""
-    change_order(obj, "pay", order_id, key, "paid order")
+    change_order(obj, "pay", order_id, key)
 
 
 @client_command()
@@ -572,7 +692,7 @@ def pay(obj: Ctx, order_id: str, key: str | None) -> None:
 @_key_option
 def cancel(obj: Ctx, order_id: str, key: str | None) -> None:
     """Cancel a held (unpaid) order and release its seats."""
-    change_order(obj, "cancel", order_id, key, "cancelled order")
+    change_order(obj, "cancel", order_id, key)
 
 
 @client_command()
@@ -580,7 +700,7 @@ def cancel(obj: Ctx, order_id: str, key: str | None) -> None:
 @_key_option
 def refund(obj: Ctx, order_id: str, key: str | None) -> None:
     """Refund a paid order (12306's fee tiers apply: free 8 days ahead, up to 20 % on the day)."""
-    change_order(obj, "refund", order_id, key, "refunded order")
+    change_order(obj, "refund", order_id, key)
 
 
 @client_command()
@@ -596,23 +716,42 @@ def orders(obj: Ctx, limit: int) -> None:
     if not rows:
         click.echo("no orders yet; find a train with: railtix search FROM TO")
         return
+    out = console()
+    print_orders(out, rows, names if out.width >= orders_names_width_min else None)
+
+
+def order_note(o: dict[str, Any]) -> str:
+    """Until when a held order is held, or what a refund gave back; else nothing."""
+    if o["status"] == "held" and o.get("hold_until"):
+        return f"until {hold_clock(o['hold_until'])}"
+    if o.get("refund") is not None:
+        return f"{yuan(o['refund'])} back, fee {yuan(o.get('fee') or 0)}"
+    return ""
+
+
+def print_orders(out: Console, rows: list[dict[str, Any]], names: dict[str, str] | None) -> None:
+    """The orders table. With ``names`` (a wide terminal) stations are named and never broken;
+    without, for 80 columns, the ride is train, day and station codes in one column. The hold
+    or the refund and its fee share one note column, so the table is no wider for them."""
     table = new_table()
-    table.add_column("Order", no_wrap=True, min_width=17)
+    table.add_column("Order", no_wrap=True)
     table.add_column("Status", no_wrap=True)
-    table.add_column("Train", no_wrap=True)
-    table.add_column("Date", no_wrap=True)
-    table.add_column("From → To", min_width=12)
-    table.add_column("Seats", min_width=6, overflow="fold")
+    if names is not None:
+        for col in ("Train", "Date", "From → To"):
+            table.add_column(col, no_wrap=True)
+    else:
+        table.add_column("Ride", no_wrap=True)
+    table.add_column("Seats", min_width=6)
     table.add_column("Price", justify="right", no_wrap=True)
-    table.add_column("Hold", no_wrap=True)
+    table.add_column("Note", min_width=11)
     for o in rows:
-        table.add_row(
-            o["order"], o["status"], o["train"], o["date"],
-            f"{place(o['from'], names)} → {place(o['to'], names)}",
-            ", ".join(seat_label(t) for t in o.get("tickets", [])),
-            yuan(o["price"]), clock(o.get("hold_until"))[11:],
-        )
-    console().print(table)
+        if names is not None:
+            ride = [o["train"], o["date"], f"{place(o['from'], names)} → {place(o['to'], names)}"]
+        else:
+            ride = [f"{o['train']} {o['date'][5:]} {o['from']}→{o['to']}"]
+        seats = " ".join(seat_label(t) for t in o.get("tickets", []))
+        table.add_row(o["order"], o["status"], *ride, seats, yuan(o["price"]), order_note(o))
+    out.print(table)
 
 
 @client_command()
@@ -624,7 +763,7 @@ def order(obj: Ctx, order_id: str) -> None:
         reply, names = with_stations(client, {"op": "order", "token": token, "order": order_id})
     if emit(obj, reply):
         return
-    show_order(reply["order"], names, "order")
+    show_order(reply["order"], names)
 
 
 # --- server side ---------------------------------------------------------------------------------
@@ -650,11 +789,11 @@ def _existing_store(database: str) -> Any:
 
     path = database.removeprefix("sqlite://")
     if _is_file_database(database) and not os.path.exists(path):
-        raise click.ClickException(f"no database at {path}")
+        raise CliError(f"no database at {path}")
     try:
         return open_store(database)
     except Exception as e:
-        raise click.ClickException(f"cannot open the database {database}: {e}") from None
+        raise CliError(f"cannot open the database {database}: {e}") from None
 
 
 def _read_timetable(data: bytes, source: str) -> Timetable:
@@ -663,11 +802,11 @@ def _read_timetable(data: bytes, source: str) -> Timetable:
     try:
         timetable = msgspec.json.decode(data, type=Timetable)
     except msgspec.DecodeError as e:
-        raise click.ClickException(f"{source} is not a railtix timetable: {e}") from None
+        raise CliError(f"{source} is not a railtix timetable: {e}") from None
     problems = validate(timetable)
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise click.ClickException(f"{source} is not usable: " + "; ".join(problems[:10]) + more)
+        raise CliError(f"{source} is not usable: " + "; ".join(problems[:10]) + more)
     return timetable
 
 
@@ -705,6 +844,7 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
     # banner can then tell what is being sold, and workers of the processes model never race to
     # store it. An in-memory database lives only as long as its store, so it is left to the server.
     ignored = False
+    counts: tuple[int, int] | None = (0, 0)
     if database == ":memory:":
         if given is None:
             from railtix.demo.timetable import demo_timetable
@@ -715,20 +855,22 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
         try:
             store = open_store(database)
         except Exception as e:
-            raise click.ClickException(f"cannot open the database {database}: {e}") from None
+            raise CliError(f"cannot open the database {database}: {e}") from None
         try:
             had = store.get_timetable()
             ignored = had is not None and given is not None
             timetable = load_timetable(store, given)
+            counts = _counts(store)
         except ValueError as e:
-            raise click.ClickException(str(e)) from None
+            raise CliError(str(e)) from None
         finally:
             store.close()
 
     def ready(addresses: dict[str, tuple[str, int]]) -> None:
         h, p = addresses["tcp"][:2]
         print(f"railtix listening tcp://{h}:{p}", flush=True)
-        print(banner(format_address(h, p), database, name, timetable, hold_minutes, ignored), flush=True)
+        print(banner(format_address(h, p), database, name, timetable, hold_minutes, ignored, counts,
+                     railtix_command()), flush=True)
 
     opts = ServeOptions(tcp_host=host, tcp_port=port, database=database, workers=workers,
                         hold_minutes=hold_minutes, on_ready=ready)
@@ -736,24 +878,74 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
     try:
         model(name)(factory, opts)
     except OSError as e:
-        raise click.ClickException(f"cannot serve on {tcp}: {e.strerror or e}") from None
+        raise CliError(f"cannot serve on {tcp}: {e.strerror or e}") from None
     except KeyboardInterrupt:
         pass
     click.echo("railtix stopped", err=True)
 
 
+def _counts(store: Any) -> tuple[int, int] | None:
+    """Users and orders in the database, for the banner; None when the store cannot say.
+
+    The store interface has no count, so this asks its read connection directly (both stores
+    keep one per thread, and the SQL is the same for SQLite and PostgreSQL).
+    """
+    conn = getattr(store, "_conn", None)
+    if conn is None:
+        return None
+    try:
+        row = conn.execute("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM orders)").fetchone()
+        return int(row[0]), int(row[1])
+    except Exception:
+        return None
+
+
+def railtix_command(argv0: str | None = None, scripts: str | None = None, python: str | None = None,
+                    found: str | None = None, cwd: str | None = None) -> str:
+    """How to type the running railtix in another terminal of this directory.
+
+    ``railtix`` when that name finds this very program on PATH; else the program's path
+    (relative when under the current directory, as ``.venv/bin/railtix`` after `make run`,
+    whose venv is not activated), or ``PYTHON -m railtix`` when no ``railtix`` script is
+    installed. The arguments default to this process's; tests give their own.
+    """
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    scripts = sysconfig.get_path("scripts") if scripts is None else scripts
+    python = sys.executable if python is None else python
+    found = shutil.which("railtix") if found is None else found
+    cwd = os.getcwd() if cwd is None else cwd
+    running = os.path.abspath(os.path.join(cwd, argv0)) if os.path.basename(argv0) == "railtix" else ""
+    if not (running and os.path.isfile(running)):
+        running = os.path.join(scripts, "railtix")
+    if found and os.path.isfile(running) and os.path.realpath(found) == os.path.realpath(running):
+        return "railtix"
+
+    def shown(path: str) -> str:
+        path = os.path.abspath(os.path.join(cwd, path))
+        inside = os.path.relpath(path, cwd)
+        return inside if not inside.startswith("..") else path
+
+    if os.path.isfile(running):
+        return shown(running)
+    return f"{shown(python) if python else 'python3'} -m railtix"
+
+
 def banner(address: str, database: str, model_name: str, timetable: Timetable, hold_minutes: float,
-           ignored: bool) -> str:
-    """What a person starting the server wants to know next."""
+           ignored: bool, counts: tuple[int, int] | None = (0, 0), command: str = "railtix") -> str:
+    """What a person starting the server wants to know next: what is served, and commands to
+    try that work as typed (the venv of `make run` is not on PATH; a database with users
+    needs no new one)."""
     kind = "PostgreSQL" if database.startswith(("postgresql://", "postgres://")) else "SQLite"
     where = database if not _is_file_database(database) else os.path.abspath(database)
     if kind == "PostgreSQL":
         where = database.split("@")[-1]  # never print a password
     a, b, number = _example_ride(timetable)
     names = timetable.station_by_code
-    server = "" if address == DEFAULT_SERVER else f" --server {address}"
+    cmd = command + ("" if address == DEFAULT_SERVER else f" --server {address}")
+    users, sold = counts if counts is not None else (None, None)
+    held = "" if counts is None else f", {users} user{'s' * (users != 1)} and {sold} order{'s' * (sold != 1)}"
     lines = [
-        f"  database   {where} ({kind})",
+        f"  database   {where} ({kind}){held}",
         f"  model      {model_name}",
         f"  timetable  {len(timetable.stations)} stations, {len(timetable.trains)} trains",
         f"  holds      {hold_minutes:g} minutes",
@@ -761,12 +953,14 @@ def banner(address: str, database: str, model_name: str, timetable: Timetable, h
     if ignored:
         lines.append("  note       the database already has a timetable; --timetable was ignored "
                      "(replace it with `railtix timetable import`)")
+    lines.append("try, in another terminal:")
+    if users == 0:
+        lines += [f"  {cmd} register alice", f"  {cmd} login alice"]
+    else:  # users already (or unknown): log in as one of them, or register another
+        lines += [f"  {cmd} login USER    (a user of this database; a new account: register USER)"]
     lines += [
-        "try, in another terminal:",
-        f"  railtix{server} register alice",
-        f"  railtix{server} login alice",
-        f'  railtix{server} search "{names[a].name}" "{names[b].name}"',
-        f'  railtix{server} buy {number} --from {a} --to {b} --passenger "Zhang San,110101199001011234"',
+        f'  {cmd} search "{names[a].name}" "{names[b].name}"',
+        f'  {cmd} buy {number} --from {a} --to {b} --passenger "Zhang San,110101199001011234"',
         "stop with Ctrl-C",
     ]
     return "\n".join(lines)
@@ -852,12 +1046,12 @@ def timetable_import(file: Any, database: str) -> None:
     try:
         store = open_store(database)
     except Exception as e:
-        raise click.ClickException(f"cannot open the database {database}: {e}") from None
+        raise CliError(f"cannot open the database {database}: {e}") from None
     try:
         has_orders = next(iter(store.all_orders()), None) is not None
         has_runs = next(iter(store.all_runs()), None) is not None
         if has_orders or has_runs:
-            raise click.ClickException(
+            raise CliError(
                 f"{database} already holds orders; a timetable can only be imported into a database "
                 "that has sold nothing (use a new --database)"
             )

@@ -8,6 +8,7 @@ import datetime as dt
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -24,8 +25,9 @@ import msgspec
 import pytest
 from click.testing import CliRunner, Result
 
-from railtix.cli import LazyGroup, main, yuan
+from railtix.cli import LazyGroup, Refused, banner, main, order_hint, railtix_command, yuan
 from railtix.client import Client
+from railtix.core.errors import CODES
 from railtix.core.rides import today
 from railtix.core.timetable import Timetable
 from railtix.demo.timetable import demo_timetable
@@ -84,6 +86,7 @@ def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
 
     r = cli(*at, "login", "alice", "--password", "password123")
     assert r.exit_code == 0, r.output
+    assert re.search(r"until \d{4}-\d{2}-\d{2} \d{2}:\d{2} China time", r.stdout), r.stdout
     saved = config_home / "railtix" / "config.json"
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     logins = msgspec.json.decode(saved.read_bytes())["servers"]
@@ -105,9 +108,11 @@ def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
     r = cli(*at, "buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", ZHANG, "--passenger", LI,
             "--seat", "A", "--seat", "B")
     assert r.exit_code == 0, r.output
-    m = re.search(r"held order (E[A-Z0-9]+)", r.stdout)
-    assert m, r.stdout
+    m = re.search(r"^order (E[A-Z0-9]+) — held until (\d{2}:\d{2}) China time$", r.stdout, re.M)
+    assert m, r.stdout  # the status said once, with the hold's end
     order_id = m.group(1)
+    assert r.stdout.count("held") == 1
+    assert f"railtix pay {order_id}" in r.stdout
     assert "Zhang San" in r.stdout and "Li Si" in r.stdout
     assert f"total {yuan(2 * second['price'])}" in r.stdout
 
@@ -118,7 +123,11 @@ def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
 
     r = cli(*at, "pay", order_id)
     assert r.exit_code == 0, r.output
-    assert f"paid order {order_id} — paid" in r.stdout
+    assert f"order {order_id} — paid\n" in r.stdout and r.stdout.count("paid") == 1
+
+    r = cli(*at, "cancel", order_id)  # a paid order is refunded, not cancelled: the hint says how
+    assert r.exit_code == 1
+    assert f"railtix refund {order_id}" in r.stderr and "ORDER" not in r.stderr
 
     r = cli(*at, "orders")
     assert r.exit_code == 0, r.output
@@ -130,12 +139,17 @@ def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
     done = as_json(r)["order"]
     assert done["status"] == "refunded" and done["refund"] + done["fee"] == done["price"]
 
+    r = cli(*at, "orders")  # refund and fee are shown
+    row = next(line for line in r.stdout.splitlines() if order_id in line)
+    assert f"{yuan(done['refund'])} back, fee {yuan(done['fee'])}" in row
+
     r = cli(*at, "--json", "order", order_id)
     assert as_json(r)["order"]["status"] == "refunded"
 
     r = cli(*at, "refund", order_id)
     assert r.exit_code == 1
     assert "refunded" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1  # nothing is left to do: no hint
 
     r = cli(*at, "logout")
     assert r.exit_code == 0
@@ -180,12 +194,120 @@ def test_server_from_environment(cli: Run, monkeypatch: pytest.MonkeyPatch) -> N
     assert r.exit_code == 1 and f"127.0.0.1:{port}" in r.stderr
 
 
-def test_not_logged_in(start_server: Any, cli: Run) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [["orders"], ["pay", "EAAAAAAAAAAAAAAAA"], ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", ZHANG]],
+)
+def test_not_logged_in(start_server: Any, cli: Run, args: list[str]) -> None:
     server = start_server()
-    r = cli("--server", f"{server.host}:{server.port}", "buy", "G1", "--from", "VNP", "--to", "AOH",
-            "--passenger", ZHANG)
+    at = ["--server", f"{server.host}:{server.port}"]
+    r = cli(*at, *args)
     assert r.exit_code == 1
-    assert "not logged in" in r.stderr and "railtix login" in r.stderr
+    assert "not logged in" in r.stderr
+    assert r.stderr.count("railtix login") == 1 and "again" not in r.stderr  # one hint, not two
+
+    r = cli(*at, "--json", *args)
+    assert r.exit_code == 1
+    local = as_json(r)
+    assert local["id"] is None and local["ok"] is False
+    assert local["error"]["code"] == "unauthorized" and local["error"]["retry"] is False
+    assert "not logged in" in local["error"]["message"]
+    # the same shape as the server's own refusals
+    server_reply = as_json(cli(*at, "--json", "search", "Nowhere", "AOH"))
+    assert set(local) == set(server_reply) and set(local["error"]) == set(server_reply["error"])
+
+
+def test_cli_refusals_use_registered_codes() -> None:
+    """The command line's own refusals speak the server's vocabulary (``CODES``), never their own."""
+    source = (ROOT / "railtix" / "cli.py").read_text()
+    codes = re.findall(r"Refused\(\s*\"([a-z_]+)\"", source)
+    assert codes and set(codes) <= set(CODES), codes
+    with pytest.raises(AssertionError):
+        Refused("not_a_registered_code", "no")
+
+
+@pytest.mark.parametrize("command", [["search", "VNP", "AOH"], ["train", "G1"]])
+def test_bad_date_names_the_accepted_forms(cli: Run, command: list[str]) -> None:
+    at = ["--server", f"127.0.0.1:{free_port()}"]  # judged before any connection
+    r = cli(*at, *command, "--date", "yesterday")
+    assert r.exit_code == 1
+    assert "'yesterday'" in r.stderr
+    for form in ("YYYY-MM-DD", "today", "tomorrow", "+N"):
+        assert form in r.stderr
+    r = cli(*at, "--json", *command, "--date", "2026-02-30")
+    assert r.exit_code == 1
+    reply = as_json(r)
+    assert reply["error"]["code"] == "invalid_date" and "YYYY-MM-DD" in reply["error"]["message"]
+
+
+def test_order_hints_follow_the_order_state(start_server: Any, cli: Run) -> None:
+    server = start_server(None, "--hold-minutes", "0.01")  # holds lapse after 0.6 s
+    at = ["--server", f"{server.host}:{server.port}"]
+    assert cli(*at, "register", "carol", "--password", "password123").exit_code == 0
+    assert cli(*at, "login", "carol", "--password", "password123").exit_code == 0
+
+    def buy() -> dict[str, Any]:
+        r = cli(*at, "--json", "buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", ZHANG)
+        assert r.exit_code == 0, r.output
+        order: dict[str, Any] = as_json(r)["order"]
+        return order
+
+    # an expired hold: the release said once, and how to buy the same ride again
+    lapsed = buy()
+    ends = dt.datetime.fromisoformat(lapsed["hold_until"]).timestamp() + 1  # shown to the second
+    for _ in range(100):  # bounded: the hold is 0.6 s
+        if time.time() > ends:
+            break
+        time.sleep(0.05)
+    r = cli(*at, "pay", lapsed["order"])
+    assert r.exit_code == 1
+    assert r.stderr.count("released") == 1, r.stderr
+    assert f"railtix buy G1 --date {lapsed['date']} --from VNP --to AOH" in r.stderr
+
+    # cancelling a cancelled order: nothing to do, and never the literal ORDER
+    r = cli(*at, "cancel", lapsed["order"])
+    assert r.exit_code == 1
+    assert "ORDER" not in r.stderr and "refund" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_order_hint_names_the_order_and_fits_its_state() -> None:
+    ride = {"train": "G1", "date": "2026-12-01", "from": "VNP", "to": "AOH", "class": "second"}
+    oid = "EABCDEFGHJKLMNPQR"
+    held = {**ride, "order": oid, "status": "held", "hold_until": "2026-12-01T05:47:00+08:00"}
+    hint = order_hint("refund", oid, held) or ""
+    assert f"railtix pay {oid}" in hint and f"railtix cancel {oid}" in hint and "China time" in hint
+    assert f"railtix refund {oid}" in (order_hint("cancel", oid, {**ride, "status": "paid"}) or "")
+    assert "railtix buy G1 --date 2026-12-01 --from VNP --to AOH" in (
+        order_hint("pay", oid, {**ride, "status": "cancelled"}) or "")
+    for status in ("cancelled", "expired", "refunded"):
+        assert order_hint("cancel", oid, {**ride, "status": status}) is None
+        assert order_hint("refund", oid, {**ride, "status": status}) is None
+    for op in ("pay", "cancel", "refund"):  # the state unknown: still the real id, never ORDER
+        hint = order_hint(op, oid, None) or ""
+        assert oid in hint and "ORDER" not in hint
+
+
+def test_orders_table_fits_80_columns(start_server: Any, cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = start_server()
+    at = ["--server", f"{server.host}:{server.port}"]
+    assert cli(*at, "register", "dave", "--password", "password123").exit_code == 0
+    assert cli(*at, "login", "dave", "--password", "password123").exit_code == 0
+    r = cli(*at, "--json", "buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", ZHANG, "--passenger", LI)
+    order_id = as_json(r)["order"]["order"]
+    assert cli(*at, "pay", order_id).exit_code == 0
+    refunded = as_json(cli(*at, "--json", "refund", order_id))["order"]
+    assert cli(*at, "buy", "G3", "--from", "VNP", "--to", "AOH", "--passenger", ZHANG).exit_code == 0
+
+    monkeypatch.setenv("COLUMNS", "80")
+    r = cli(*at, "orders")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 80, r.stdout
+    row = next(line for line in lines if order_id in line)
+    assert "VNP→AOH" in row and "Beijing" not in r.stdout  # codes, not names
+    assert yuan(refunded["refund"]) in r.stdout and yuan(refunded["fee"]) in r.stdout
+    assert any("until" in line for line in lines)  # the held one
 
 
 @pytest.mark.parametrize(
@@ -291,6 +413,11 @@ def test_serve_banner_timetable_and_hold_minutes(tmp_path: Path) -> None:
         assert f"{len(full.stations)} stations, 3 trains" in banner
         assert "7 minutes" in banner and "small.db" in banner and "asyncio" in banner
         assert f"--server 127.0.0.1:{m.group(1)}" in banner  # not the default port: say so
+        assert "0 users and 0 orders" in banner and "register alice" in banner
+        # the suggested command runs as typed in a terminal of the same directory and PATH
+        register = next(line for line in seen if "register alice" in line).strip()
+        command = register.split(" --server")[0].split(" -m ")[0]
+        assert shutil.which(command) if command == "railtix" else (tmp_path / command).is_file(), register
         first = small.trains[0]
         assert f"buy {first.number} --from {first.stops[0].station}" in banner
         with Client("127.0.0.1", int(m.group(1)), timeout=wait_s) as c:
@@ -340,3 +467,49 @@ def test_timetable_import_validates(cli: Run, tmp_path: Path) -> None:
     junk.write_text('{"stations": 3}')
     r = cli("timetable", "import", str(junk), "--database", str(tmp_path / "x.db"))
     assert r.exit_code == 1 and "not a railtix timetable" in r.output
+    assert r.stderr.startswith("railtix: ") and "Error:" not in r.output  # one style of message
+
+
+def test_serve_errors_say_railtix(cli: Run, tmp_path: Path) -> None:
+    r = cli("serve", "--tcp", "127.0.0.1:0", "--database", str(tmp_path))  # a directory
+    assert r.exit_code == 1
+    assert r.stderr.startswith("railtix: cannot open the database") and "Error:" not in r.output
+
+
+def test_help_describes_demo_and_seat_wishes(cli: Run) -> None:
+    r = cli("--help")
+    assert "lock lesson" in r.stdout and "serving models" not in r.stdout
+    r = cli("buy", "--help")
+    assert "per passenger;" not in r.stdout and "repeat per passenger" not in r.stdout
+    assert "honoured where free" in r.stdout and "windows" in r.stdout
+
+
+def test_banner_of_a_database_with_users() -> None:
+    timetable = demo_timetable()
+    fresh = banner("127.0.0.1:5002", "r.db", "asyncio", timetable, 30, False, (0, 0), "railtix")
+    assert "register alice" in fresh and "0 users and 0 orders" in fresh
+    used = banner("127.0.0.1:5002", "r.db", "asyncio", timetable, 30, False, (2, 5), ".venv/bin/railtix")
+    assert "register alice" not in used and "2 users and 5 orders" in used
+    assert "  .venv/bin/railtix login USER" in used
+    assert "  .venv/bin/railtix search" in used
+
+
+def test_railtix_command_works_as_typed(tmp_path: Path) -> None:
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "railtix"
+    script.write_text("#!/bin/sh\n")
+    python = str(bin_dir / "python")
+    cwd = str(tmp_path)
+    # the venv of `make run`, not activated: the path from here
+    assert railtix_command(str(script), str(bin_dir), python, "", cwd) == ".venv/bin/railtix"
+    assert railtix_command("-m", str(bin_dir), python, "", cwd) == ".venv/bin/railtix"
+    # on PATH (the venv activated): the bare name
+    assert railtix_command(str(script), str(bin_dir), python, str(script), cwd) == "railtix"
+    # another directory: the absolute path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert railtix_command(str(script), str(bin_dir), python, "", str(elsewhere)) == str(script)
+    # no script installed (run from a checkout): python -m railtix
+    script.unlink()
+    assert railtix_command("-m", str(bin_dir), python, "", cwd) == ".venv/bin/python -m railtix"
