@@ -885,17 +885,9 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
 
 
 def _counts(store: Any) -> tuple[int, int] | None:
-    """Users and orders in the database, for the banner; None when the store cannot say.
-
-    The store interface has no count, so this asks its read connection directly (both stores
-    keep one per thread, and the SQL is the same for SQLite and PostgreSQL).
-    """
-    conn = getattr(store, "_conn", None)
-    if conn is None:
-        return None
+    """Users and orders in the database, for the banner; None when the store cannot say."""
     try:
-        row = conn.execute("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM orders)").fetchone()
-        return int(row[0]), int(row[1])
+        return store.counts()  # type: ignore[no-any-return]
     except Exception:
         return None
 

@@ -13,7 +13,7 @@ from railtix.demo import race as race_mod
 
 @click.group()
 def demo() -> None:
-    """Demonstrations of what the lecture teaches, on the real inventory."""
+    """The lecture's lock lesson on the real inventory (a seat race)."""
 
 
 @demo.command()

@@ -114,6 +114,9 @@ class Store(Protocol):
 
     def orders_of(self, user: int, limit: int) -> list[Order]: ...
 
+    def counts(self) -> tuple[int, int]:
+        """Users and orders in the database (for the server's banner)."""
+
     def lapsed_holds(self, now: float) -> bool:
         """Whether some held order's hold has run out (the sweeper's cheap check)."""
 

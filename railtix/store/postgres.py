@@ -147,6 +147,12 @@ class PostgresStore:
         )
         return [decode_order(r[0]) for r in rows]
 
+    def counts(self) -> tuple[int, int]:
+        """Users and orders in the database (for the server's banner)."""
+        row = self._conn.execute("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM orders)").fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
     def lapsed_holds(self, now: float) -> bool:
         row = self._conn.execute(
             "SELECT 1 FROM orders WHERE status='held' AND hold_until<=%s LIMIT 1", (now,)

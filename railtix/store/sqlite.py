@@ -152,6 +152,11 @@ class SqliteStore:
     def all_runs(self) -> Iterator[tuple[str, int, bytes]]:
         yield from self._connect().execute("SELECT run, version, maps FROM runs ORDER BY run")
 
+    def counts(self) -> tuple[int, int]:
+        """Users and orders in the database (for the server's banner)."""
+        row = self._conn.execute("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM orders)").fetchone()
+        return int(row[0]), int(row[1])
+
     def lapsed_holds(self, now: float) -> bool:
         row = self._conn.execute(
             "SELECT 1 FROM orders WHERE status='held' AND hold_until<=? LIMIT 1", (now,)
