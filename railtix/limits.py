@@ -22,6 +22,10 @@ in_flight_per_connection_max = 256
 write_buffer_high = 256 * 1024
 write_buffer_low = 64 * 1024
 
+#: Seconds a closing connection's unsent replies may wait for the client to read them before
+#: the connection is cut: a client that never reads must not hold its buffers for ever.
+close_grace_s = 10.0
+
 #: A client must send a full request line within this many seconds of connecting or of its
 #: previous line, or it is closed with ``timeout``: silent or trickling clients cannot hold a
 #: slot forever (the lecture's ``asyncio.wait_for``).

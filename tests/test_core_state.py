@@ -134,7 +134,7 @@ class RunMachine(RuleBasedStateMachine):
         assert order.id == oid and order.run == run and order.status is Status.HELD
         assert (order.start, order.end, order.seat_class) == (start, end, seat_class)
         assert order.origin == TRAIN.stops[start].station and order.destination == TRAIN.stops[end].station
-        assert order.hold_until == self.now + HOLD_S and order.created == self.now
+        assert order.hold_until == min(self.now + HOLD_S, order.departs) and order.created == self.now
         assert [t.id_no for t in order.tickets] == ids
         seats = [t.seat_index for t in order.tickets]
         assert len(set(seats)) == len(seats) and set(seats) <= set(free)
@@ -339,3 +339,14 @@ def test_hold_lapses_exactly_at_hold_until() -> None:
 def test_the_tiny_train_is_as_assumed() -> None:
     assert len(TRAIN.stops) == 5 and isinstance(TRAIN.stops[0], Stop)
     assert {c: len(s) for c, s in TRAIN.seats.items()} == {"business": 6, "first": 8, "second": 20}
+
+
+def test_a_hold_never_outlasts_the_train() -> None:
+    """Ten minutes before departure a hold lasts ten minutes, not thirty: no paying after it left."""
+    state = RunState.empty(TRAIN, DATES[0])
+    leaves = departs(DATES[0], 0)
+    order = place_order(
+        state, LAYOUTS, TT, order_id="E1", user=1, start=0, end=1, seat_class="second",
+        passengers=[Passenger("a", POOL[0])], letters=[], now=leaves - 600, departs=leaves, hold_s=HOLD_S,
+    )
+    assert order.hold_until == leaves

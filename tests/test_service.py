@@ -376,3 +376,40 @@ def test_the_passenger_clash_names_the_id_number_not_the_new_name(alice: Any, cl
     assert clash["error"]["code"] == "passenger_already_booked_on_this_run"
     assert p[:4] in clash["error"]["message"] and p[-4:] in clash["error"]["message"]
     assert "Someone Else" not in clash["error"]["message"]
+
+
+# --- the writer and the sweeper outlive failures -------------------------------------------------
+def test_a_failing_waker_does_not_stop_the_writer(alice: Any, clock: FakeClock) -> None:
+    svc, good, tok = alice
+    bad = SessionClient(svc)
+
+    def broken(sessions: Any) -> None:
+        raise RuntimeError("Event loop is closed")
+
+    bad.session.waker = broken
+    bad.send(**buy(tok, "k-bad", clock.date(1), *ids(1)))
+    assert good.ok(**buy(tok, "k-good", clock.date(1), *ids(1, base=5)))["order"]["status"] == "held"
+
+
+def test_the_sweeper_outlives_a_store_error(make_service: Any, clock: FakeClock) -> None:
+    svc = make_service(sweep_interval_s=0.01)
+    c = SessionClient(svc)
+    tok = c.login("alice")
+    order = c.ok(**buy(tok, "k1", clock.date(1), *ids(1)))["order"]
+    real = svc.store.lapsed_holds
+    calls = {"n": 0}
+
+    def flaky(now: float) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("the database went away for a moment")
+        return real(now)
+
+    svc.store.lapsed_holds = flaky  # type: ignore[method-assign]
+    clock.advance(31 * 60)
+    for _ in range(2000):  # bounded: about 20 s at most
+        status = c.ok(op="order", token=tok, order=order["order"])["order"]["status"]
+        if status == "expired":
+            break
+        svc._stop.wait(0.01)
+    assert calls["n"] >= 2 and status == "expired"

@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 
 from railtix.core.errors import Refusal
-from railtix.core.orders import LIVE, Order, Passenger, Status, Ticket, next_status
+from railtix.core.orders import LIVE, Order, Passenger, Status, Ticket, masked, next_status
 from railtix.core.seats import SeatLayout, SeatMap, allocate, empty_map
 from railtix.core.timetable import Timetable, Train, ride_mask
 
@@ -78,11 +78,6 @@ class RunState:
                     del self.passengers[t.id_no]
 
 
-def _masked(id_no: str) -> str:
-    """An id number as 12306 prints it: the first and last four characters."""
-    return id_no[:4] + "*" * max(0, len(id_no) - 8) + id_no[-4:] if len(id_no) > 8 else id_no
-
-
 def run_id(train: str, date: str) -> str:
     return f"{train}@{date}"
 
@@ -131,7 +126,7 @@ def place_order(
             if legs & mask:
                 raise Refusal(
                     "passenger_already_booked_on_this_run",
-                    f"the passenger with id number {_masked(p.id_no)} already has a ticket on "
+                    f"the passenger with id number {masked(p.id_no)} already has a ticket on "
                     f"{train.number} {run.date} for part of this ride",
                 )
     layout = layouts(train, seat_class)
@@ -157,7 +152,7 @@ def place_order(
         tickets=tickets,
         status=Status.HELD,
         created=now,
-        hold_until=now + hold_s,
+        hold_until=min(now + hold_s, departs),  # a hold cannot outlast the train
         departs=departs,
     )
     run.occupy(order)

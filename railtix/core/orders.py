@@ -51,6 +51,13 @@ def next_status(status: Status, event: str) -> Status:
         raise Refusal(REFUSED[event], f"order is {status.value}; cannot {event} it") from None
 
 
+def masked(id_no: str) -> str:
+    """An id number as 12306 shows it: the first and last four characters (one each if short)."""
+    if len(id_no) <= 8:
+        return id_no[:1] + "*" * (len(id_no) - 2) + id_no[-1:]
+    return id_no[:4] + "*" * (len(id_no) - 8) + id_no[-4:]
+
+
 class Passenger(msgspec.Struct, frozen=True):
     name: str
     id_no: str

@@ -79,7 +79,7 @@ class TcpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writes_paused = False
-        self._reading()
+        self.flush()  # answers lines held back while the client was not reading
 
     # --- our own -----------------------------------------------------------------------------
     def _reading(self) -> None:
@@ -102,16 +102,23 @@ class TcpConnection(asyncio.Protocol):
         out = s.output()
         if out:
             t.write(out)
-        while s.backlog and not s.full:  # lines held back by the in-flight limit
+        # lines held back by the in-flight limit, while the client reads what we write
+        while s.backlog and not s.full and not self.writes_paused:
             if s.receive(b""):
                 self.last_line = time.monotonic()
             out = s.output()
             if out:
                 t.write(out)
         if (s.close_after_output or self.eof) and not s.slots and not s.backlog:
-            t.close()
+            self.close(t)
             return
         self._reading()
+
+    def close(self, t: asyncio.Transport) -> None:
+        """Close after the replies have left; a client that never reads them is cut off."""
+        t.close()
+        if t.get_write_buffer_size():
+            self.server.loop.call_later(limits.close_grace_s, t.abort)
 
     def check_deadline(self) -> None:
         if self.transport is None:
@@ -120,7 +127,7 @@ class TcpConnection(asyncio.Protocol):
         idle = time.monotonic() - self.last_line
         if idle >= srv.read_deadline_s and not self.session.waiting:
             self.session.fail(Refusal("timeout", f"no complete request in {srv.read_deadline_s:g} s"))
-            self.flush()
+            self.flush()  # closes, and cuts the client off if it reads nothing either
             return
         wait = srv.read_deadline_s - idle if idle < srv.read_deadline_s else 1.0
         self.timer = srv.loop.call_later(wait, self.check_deadline)
@@ -135,7 +142,7 @@ class AsyncioServer:
         self.closing = False
 
     def wake(self, sessions: list[Session]) -> None:
-        """From the writer thread: these sessions have replies ready."""
+        """From the writer thread: these sessions have replies ready (one call per batch)."""
         self.loop.call_soon_threadsafe(self._flush_sessions, sessions)
 
     def _flush_sessions(self, sessions: list[Session]) -> None:

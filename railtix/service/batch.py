@@ -11,6 +11,7 @@ unexpectedly aborts the transaction and the batch is retried without it.
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from railtix.service.runs import RunCache, build_state, refresh
 from railtix.store.base import Store, Tx, encode_maps
 from railtix.wire import render
 from railtix.wire.tcp import error_body, ok_body
+
+log = logging.getLogger("railtix")
 
 MUTATIONS = frozenset({"buy", "pay", "cancel", "refund"})
 
@@ -131,9 +134,17 @@ class Batch:
             for r in run.states if run is not None else ():
                 self.states.pop(r, None)  # mutated in memory but never committed
             raise
-        self.cache.publish([run.states[r] for r in run.dirty])
+        # committed: nothing below may turn the replies into errors
+        try:
+            self.cache.publish([run.states[r] for r in run.dirty])
+        except Exception:
+            log.exception("publishing committed runs failed; readers will reload them")
+            self.cache.forget(list(run.dirty))
         for action in self.after_commit:
-            action()
+            try:
+                action()
+            except Exception:
+                log.exception("an after-commit action failed")
 
 
 class _Run:
@@ -143,6 +154,10 @@ class _Run:
         self.b = batch
         self.tx = tx
         self.now = now
+        # the lock order of every batch: new user names, keys, orders, runs (each sorted)
+        names = sorted({c.args["name"] for c in cmds if c.op == "register"})
+        if names:
+            tx.lock_names(names)
         pairs = list({(c.user, c.key) for c in cmds if c.key is not None})
         #: remembered replies: those stored before this batch and those made in it
         self.keys = tx.keys(pairs) if pairs else {}

@@ -55,6 +55,12 @@ class RunCache:
         self._runs: dict[str, RunState] = {}
         self._load_lock = threading.Lock()
 
+    def forget(self, runs: list[str]) -> None:
+        """Drop these views: the next reader loads them from the store."""
+        with self._load_lock:
+            for r in runs:
+                self._runs.pop(r, None)
+
     def forget_before(self, day: str) -> None:
         """Drop the views of runs before ``day`` (ISO): they are sold no more."""
         with self._load_lock:

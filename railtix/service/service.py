@@ -161,15 +161,18 @@ class Service:
         """Release the replies (they are committed, or nothing was changed) and wake sessions."""
         for c in commands:
             c.ready = True
-        by_waker: dict[int, tuple[Waker, list[Session]]] = {}
+        # grouped by the waker itself: the bound methods of one server compare equal, so a
+        # batch wakes each serving loop once, however many of its connections it answered
+        by_waker: dict[Waker, dict[int, Session]] = {}
         for c in commands:
             s = c.session
             if s is not None:
-                entry = by_waker.setdefault(id(s.waker), (s.waker, []))
-                if s not in entry[1]:
-                    entry[1].append(s)
-        for waker, sessions in by_waker.values():
-            waker(sessions)
+                by_waker.setdefault(s.waker, {})[id(s)] = s
+        for waker, sessions in by_waker.items():
+            try:
+                waker(list(sessions.values()))
+            except Exception:  # a closed loop, say: the writer must live on for the others
+                log.exception("waking a serving loop failed")
 
     # --- users --------------------------------------------------------------------------------
     def user_of(self, token: str) -> int:
@@ -187,11 +190,13 @@ class Service:
                 self._tokens.clear()
             self._tokens[h] = hit
         if hit[1] <= now:
-            del self._tokens[h]
+            self._tokens.pop(h, None)  # another thread may have dropped it first
             return self.user_of(token)
         return hit[0]
 
     def _in_auth_pool(self, session: Session, command: Command, work: Callable[[], None]) -> None:
+        if self.stopping:
+            raise Refusal("shutting_down", "the server is stopping")
         with self._auth_lock:
             if self._auth_waiting >= limits.auth_queue_max:
                 raise Refusal("busy", "too many logins at once; try again in a moment")
@@ -213,7 +218,13 @@ class Service:
                 with self._auth_lock:
                     self._auth_waiting -= 1
 
-        self._auth.submit(run)
+        try:
+            self._auth.submit(run)
+        except RuntimeError:  # the pool has been shut down: the server is stopping
+            session.slots.pop()
+            with self._auth_lock:
+                self._auth_waiting -= 1
+            raise Refusal("shutting_down", "the server is stopping") from None
 
     def _queue_from_pool(self, command: Command) -> None:
         if self.stopping:
@@ -349,7 +360,10 @@ class Service:
     # --- hold expiry --------------------------------------------------------------------------
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self._sweep_interval_s):
-            self.sweep()
+            try:
+                self.sweep()
+            except Exception:  # a store hiccup must not end hold expiry for good
+                log.exception("sweep failed; trying again in %s s", self._sweep_interval_s)
 
     def sweep(self) -> None:
         """Queue one expiry pass through the writer (the same path as every other change)."""

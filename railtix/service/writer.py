@@ -9,12 +9,15 @@ batches grow by themselves, which is what group commit means.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from railtix import limits
+
+log = logging.getLogger("railtix")
 
 
 class Writer:
@@ -87,7 +90,10 @@ class Writer:
                     return
                 batch = self._take()
                 self._busy = True
-            self._apply(batch)  # must not raise: it answers every command itself
+            try:
+                self._apply(batch)  # answers every command itself
+            except Exception:  # never let the one writer die: every later client would hang
+                log.exception("the writer's batch failed")
             self.batches += 1
             self.commands += len(batch)
             with self._lock:

@@ -60,6 +60,9 @@ class Tx(Protocol):
 
     def orders(self, ids: list[str]) -> dict[str, Order]: ...
 
+    def lock_names(self, names: list[str]) -> None:
+        """Lock user names about to be registered (sorted), before any other lock."""
+
     def keys(self, pairs: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, bytes]]:
         """Remembered (fingerprint, reply) of each (user, key) that has one."""
 

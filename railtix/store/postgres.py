@@ -1,7 +1,7 @@
 """The PostgreSQL store, for several server processes or hosts sharing one database.
 
-The batch transaction locks what it touches in one global order — idempotency keys (advisory
-locks), then orders, then runs, each sorted — with a bounded ``lock_timeout``, so two writers
+The batch transaction locks what it touches in one global order — new user names and
+idempotency keys (advisory locks), then orders, then runs, each sorted — with a bounded ``lock_timeout``, so two writers
 never deadlock and a stuck lock surfaces as a retryable error instead of a hang (pretix's
 ``services/locking.py`` takes its locks the same way). Commits use ``synchronous_commit=on``.
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import urllib.parse
+import weakref
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -39,13 +40,31 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
 
 
+class _PerThread:
+    """A thread's own connection; closed when the thread ends (its thread-local goes away)."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+
+def _release(every: dict[int, Any], lock: threading.Lock, conn: psycopg.Connection[Any]) -> None:
+    """Close a connection whose thread has ended (a finalizer: it must not keep the store alive)."""
+    with lock:
+        every.pop(id(conn), None)
+    conn.close()
+
+
 class PostgresStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.shared = True  # other processes or hosts may write the same database
         self._conninfo, self._schema = split_url(url)
         self._local = threading.local()
-        self._all: list[psycopg.Connection[Any]] = []
+        #: every open connection by id, so that close() can close them; a thread's connection
+        #: is closed and leaves when the thread ends (one server backend per live thread only)
+        self._all: dict[int, psycopg.Connection[Any]] = {}
         self._all_lock = threading.Lock()
         self._migrate()
 
@@ -57,15 +76,17 @@ class PostgresStore:
         if self._schema:
             conn.execute(f'SET search_path TO "{self._schema}"')
         with self._all_lock:
-            self._all.append(conn)
+            self._all[id(conn)] = conn
         return conn
 
     @property
     def _conn(self) -> psycopg.Connection[Any]:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = self._local.conn = self._connect()
-        return conn
+        held = getattr(self._local, "held", None)
+        if held is None or held.conn.closed:
+            conn = self._connect()
+            held = self._local.held = _PerThread(conn)
+            weakref.finalize(held, _release, self._all, self._all_lock, conn)
+        return held.conn  # type: ignore[no-any-return]
 
     def _migrate(self) -> None:
         conn = psycopg.connect(self._conninfo, autocommit=True)
@@ -88,7 +109,7 @@ class PostgresStore:
 
     def close(self) -> None:
         with self._all_lock:
-            for conn in self._all:
+            for conn in list(self._all.values()):
                 conn.close()
             self._all.clear()
 
@@ -160,11 +181,15 @@ class PostgresStore:
         return row is not None
 
     def all_orders(self) -> Iterator[Order]:
-        with self._connect() as conn, conn.cursor(name="railtix_orders") as cur:
+        conn = self._connect()  # its own: a server-side cursor needs a transaction
+        try:
             conn.autocommit = False
-            cur.execute("SELECT body FROM orders ORDER BY run")
-            for (body,) in cur:
-                yield decode_order(body)
+            with conn.cursor(name="railtix_orders") as cur:
+                cur.execute("SELECT body FROM orders ORDER BY run")
+                for (body,) in cur:
+                    yield decode_order(body)
+        finally:
+            _release(self._all, self._all_lock, conn)
 
     def all_runs(self) -> Iterator[tuple[str, int, bytes]]:
         rows = self._conn.execute("SELECT run, version, maps FROM runs WHERE version > 0 ORDER BY run")
@@ -194,6 +219,12 @@ def _live_orders(conn: psycopg.Connection[Any], run: str) -> list[Order]:
 class PostgresTx:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
+
+    def lock_names(self, names: list[str]) -> None:
+        # Two writers registering the same names in opposite orders would deadlock on the
+        # unique index; advisory locks on the names, sorted, taken first, order them.
+        locks = sorted({zlib.crc32(n.encode()) for n in names})
+        self._conn.execute("SELECT pg_advisory_xact_lock(2, x) FROM unnest(%s::int[]) AS x", ([_i32(x) for x in locks],))
 
     def keys(self, pairs: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, bytes]]:
         # Absent keys cannot be locked by row, so take an advisory lock per key, sorted: two

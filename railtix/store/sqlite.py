@@ -2,17 +2,19 @@
 
 SQLite has one writer at a time; ``BEGIN IMMEDIATE`` takes that lock for the whole batch, so the
 runs a batch names are locked together (and therefore in a fixed order). Readers use their own
-connection per thread and never wait for the writer (WAL). ``:memory:`` gives a shared-cache
-in-memory database, for tests and teaching only: it is not durable.
+connection per thread and never wait for the writer (WAL). ``:memory:`` gives a private file in
+a temporary folder, removed on close, for tests and teaching only: it is not durable.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
-import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,45 +29,65 @@ from railtix.store.base import decode_order, encode_order, migrations
 busy_timeout_ms = 10_000
 
 
+def _release(every: dict[int, sqlite3.Connection], lock: threading.Lock, conn: sqlite3.Connection) -> None:
+    """Close a connection whose thread has ended (a finalizer: it must not keep the store alive)."""
+    with lock:
+        every.pop(id(conn), None)
+    conn.close()
+
+
+class _PerThread:
+    """A thread's own connection; closed when the thread ends (its thread-local goes away)."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
 class SqliteStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.shared = False
+        self._scratch: str | None = None
         if url == ":memory:":
-            self._target = f"file:railtix-{uuid.uuid4().hex}?mode=memory&cache=shared"
-            self._uri = True
+            # Not durable, for tests and teaching: a private file in a temporary folder, removed
+            # on close. (A shared-cache in-memory database would lock readers out while a batch
+            # is open; a file in WAL mode lets them read the last commit, as they should.)
+            self._scratch = tempfile.mkdtemp(prefix="railtix-memory-")
+            self._target = os.path.join(self._scratch, "railtix.db")
         else:
             self._target = url.removeprefix("sqlite://")
-            self._uri = False
         self._local = threading.local()
         self._lock_fd: int | None = None
-        self._all: list[sqlite3.Connection] = []
+        #: every open connection by id, so that close() can close them; a thread's connection
+        #: is closed and leaves when the thread ends
+        self._all: dict[int, sqlite3.Connection] = {}
         self._all_lock = threading.Lock()
-        # the first connection keeps a :memory: database alive and runs the migrations
-        self._keeper = self._connect()
-        self._migrate(self._keeper)
+        self._migrate(self._conn)
 
     # --- connections -----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self._target, uri=self._uri, isolation_level=None, check_same_thread=False,
+            self._target, isolation_level=None, check_same_thread=False,
             timeout=busy_timeout_ms / 1000,
         )
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        if not self._uri:
-            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         with self._all_lock:
-            self._all.append(conn)
+            self._all[id(conn)] = conn
         return conn
 
     @property
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
+        held = getattr(self._local, "held", None)
+        if held is None:
+            conn = self._connect()
+            held = self._local.held = _PerThread(conn)
+            weakref.finalize(held, _release, self._all, self._all_lock, conn)
+        return held.conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -84,9 +106,12 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._all_lock:
-            for conn in self._all:
+            for conn in list(self._all.values()):
                 conn.close()
             self._all.clear()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -146,11 +171,19 @@ class SqliteStore:
         return [decode_order(r[0]) for r in rows]
 
     def all_orders(self) -> Iterator[Order]:
-        for (body,) in self._connect().execute("SELECT body FROM orders ORDER BY run"):
-            yield decode_order(body)
+        conn = self._connect()  # its own, so that a caller may read while iterating
+        try:
+            for (body,) in conn.execute("SELECT body FROM orders ORDER BY run"):
+                yield decode_order(body)
+        finally:
+            _release(self._all, self._all_lock, conn)
 
     def all_runs(self) -> Iterator[tuple[str, int, bytes]]:
-        yield from self._connect().execute("SELECT run, version, maps FROM runs ORDER BY run")
+        conn = self._connect()
+        try:
+            yield from conn.execute("SELECT run, version, maps FROM runs ORDER BY run")
+        finally:
+            _release(self._all, self._all_lock, conn)
 
     def counts(self) -> tuple[int, int]:
         """Users and orders in the database (for the server's banner)."""
@@ -188,7 +221,7 @@ class SqliteStore:
         Waiting on ``flock`` instead wakes the next writer the moment the lock is free. Only
         needed when the store is shared between processes.
         """
-        if not self.shared or self._uri:
+        if not self.shared:
             return None
         if self._lock_fd is None:
             self._lock_fd = os.open(self._target + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -266,6 +299,9 @@ class SqliteTx:
                 o = decode_order(body)
                 out[o.id] = o
         return out
+
+    def lock_names(self, names: list[str]) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already holds the database's one write lock."""
 
     def keys(self, pairs: list[tuple[int, str]]) -> dict[tuple[int, str], tuple[str, bytes]]:
         # one query per user and 500 keys: the primary key (user_id, key) answers it by ranges

@@ -6,7 +6,7 @@ import datetime as dt
 import functools
 from typing import Any
 
-from railtix.core.orders import Order
+from railtix.core.orders import Order, masked
 from railtix.core.timetable import CST, Station, Timetable
 
 
@@ -19,13 +19,6 @@ def when(ts: float | None) -> str | None:
 def _when(ts: float) -> str:
     # every order of a batch shares its created and hold_until times, and departures repeat
     return dt.datetime.fromtimestamp(ts, CST).isoformat(timespec="seconds")
-
-
-def masked(id_no: str) -> str:
-    """Id numbers are shown as 12306 shows them: first four and last four characters."""
-    if len(id_no) <= 8:
-        return id_no[:1] + "*" * (len(id_no) - 2) + id_no[-1:]
-    return id_no[:4] + "*" * (len(id_no) - 8) + id_no[-4:]
 
 
 def order(o: Order) -> dict[str, Any]:
