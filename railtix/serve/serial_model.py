@@ -294,8 +294,12 @@ def read_deadline_s(opts: ServeOptions) -> float:
     return float(value)
 
 
-class SerialServer:
-    """Accepts one client, serves it to the end, accepts the next."""
+class AcceptLoop:
+    """The main thread of the blocking models: wait for a client or a signal, and act on both.
+
+    Signal handlers only record; ``take_signals`` (main thread only) turns them into the
+    ``closing`` flag, and a second one into ``forced``. Subclasses say what accepting means.
+    """
 
     def __init__(self, service: Service, listener: socket.socket, signals: Signals, read_deadline_s: float) -> None:
         self.service = service
@@ -305,7 +309,7 @@ class SerialServer:
         self.closing = False
         self.forced = False
 
-    def poll(self) -> None:
+    def take_signals(self) -> None:
         for _ in self.signals.take():
             if self.closing:
                 self.forced = True
@@ -316,16 +320,35 @@ class SerialServer:
         while not self.closing:
             fd = self.listener.fileno()
             readable, _, _ = select.select([fd, self.signals.fileno()], [], [], limits.serve_tick_s)
-            self.poll()
-            if self.closing or fd not in readable:
-                continue
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:  # e.g. out of descriptors: let the backlog wait a tick
-                time.sleep(limits.serve_tick_s)
-                continue
+            self.take_signals()
+            if not self.closing and fd in readable:
+                self.accept_ready()
+
+    def accept_ready(self) -> None:
+        raise NotImplementedError
+
+    def accept(self) -> socket.socket | None:
+        """One waiting client, or None (none after all, or out of descriptors: wait a tick)."""
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:  # e.g. out of descriptors: let the backlog wait a tick
+            time.sleep(limits.serve_tick_s)
+            return None
+        return sock
+
+
+class SerialServer(AcceptLoop):
+    """Accepts one client, serves it to the end, accepts the next."""
+
+    def poll(self) -> None:
+        """Asked by the one connection while it is served: signals are noticed meanwhile."""
+        self.take_signals()
+
+    def accept_ready(self) -> None:
+        sock = self.accept()
+        if sock is not None:
             # the whole point of this model: nobody else is served until this client is done
             BlockingConnection(self, self.service, sock, self.read_deadline_s, (self.signals.fileno(),)).serve()
 

@@ -12,7 +12,6 @@ connections do; the writer wakes a waiting thread through a ``threading.Event``.
 
 from __future__ import annotations
 
-import select
 import socket
 import threading
 import time
@@ -21,53 +20,35 @@ from collections.abc import Callable
 from railtix import limits
 from railtix.core.errors import Refusal
 from railtix.serve.options import ServeOptions, listen
-from railtix.serve.serial_model import BlockingConnection, Signals, read_deadline_s, refuse
+from railtix.serve.serial_model import (
+    AcceptLoop,
+    BlockingConnection,
+    Signals,
+    read_deadline_s,
+    refuse,
+)
 from railtix.service.service import Service
 
 #: Connections accepted per wake-up of the accept loop before it looks at signals again.
 accepts_per_tick_max = 64
 
 
-class ThreadsServer:
+class ThreadsServer(AcceptLoop):
     def __init__(
         self, service: Service, listener: socket.socket, signals: Signals, read_deadline_s: float, threads_max: int
     ) -> None:
-        self.service = service
-        self.listener = listener
-        self.signals = signals
-        self.read_deadline_s = read_deadline_s
+        super().__init__(service, listener, signals, read_deadline_s)
         self.threads_max = threads_max
-        self.closing = False
-        self.forced = False
         self._lock = threading.Lock()
         self.threads: set[threading.Thread] = set()
 
     def poll(self) -> None:
         """Connection threads only read the flags; the main thread sets them."""
 
-    def _take_signals(self) -> None:
-        for _ in self.signals.take():
-            if self.closing:
-                self.forced = True
-            self.closing = True
-            self.service.stopping = True  # new purchases are refused; accepted ones finish
-
-    def main_loop(self) -> None:
-        while not self.closing:
-            fd = self.listener.fileno()
-            readable, _, _ = select.select([fd, self.signals.fileno()], [], [], limits.serve_tick_s)
-            self._take_signals()
-            if not self.closing and fd in readable:
-                self._accept()
-
-    def _accept(self) -> None:
+    def accept_ready(self) -> None:
         for _ in range(accepts_per_tick_max):
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # e.g. out of descriptors: let the backlog wait a tick
-                time.sleep(limits.serve_tick_s)
+            sock = self.accept()
+            if sock is None:
                 return
             with self._lock:
                 full = len(self.threads) >= self.threads_max
@@ -96,7 +77,7 @@ class ThreadsServer:
             if not left:
                 return
             left[0].join(limits.serve_tick_s)
-            self._take_signals()
+            self.take_signals()
 
 
 def run(service_factory: Callable[[], Service], opts: ServeOptions) -> None:
