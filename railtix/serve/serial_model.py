@@ -353,13 +353,17 @@ class SerialServer(AcceptLoop):
             BlockingConnection(self, self.service, sock, self.read_deadline_s, (self.signals.fileno(),)).serve()
 
 
-def run(service_factory: Callable[[], Service], opts: ServeOptions) -> None:
-    """Serve one client at a time until SIGINT or SIGTERM."""
-    # startup
+def start_blocking(service_factory: Callable[[], Service], opts: ServeOptions) -> tuple[Service, socket.socket, Signals]:
+    """The startup of the blocking models: the service, a listening socket, signals recorded."""
     service = service_factory().start()
     listener = listen(opts.tcp_host, opts.tcp_port)
     listener.setblocking(False)
-    signals = Signals().install()
+    return service, listener, Signals().install()
+
+
+def run(service_factory: Callable[[], Service], opts: ServeOptions) -> None:
+    """Serve one client at a time until SIGINT or SIGTERM."""
+    service, listener, signals = start_blocking(service_factory, opts)
     server = SerialServer(service, listener, signals, read_deadline_s(opts))
     try:
         if opts.on_ready:

@@ -19,13 +19,14 @@ from collections.abc import Callable
 
 from railtix import limits
 from railtix.core.errors import Refusal
-from railtix.serve.options import ServeOptions, listen
+from railtix.serve.options import ServeOptions
 from railtix.serve.serial_model import (
     AcceptLoop,
     BlockingConnection,
     Signals,
     read_deadline_s,
     refuse,
+    start_blocking,
 )
 from railtix.service.service import Service
 
@@ -84,11 +85,7 @@ def run(service_factory: Callable[[], Service], opts: ServeOptions) -> None:
     """Serve a thread per connection, at most ``threads_max``, until SIGINT or SIGTERM."""
     threads_max = opts.extra.get("threads_max", limits.threads_max)
     assert isinstance(threads_max, int) and threads_max >= 1, "threads_max must be a positive int"
-    # startup
-    service = service_factory().start()
-    listener = listen(opts.tcp_host, opts.tcp_port)
-    listener.setblocking(False)
-    signals = Signals().install()
+    service, listener, signals = start_blocking(service_factory, opts)
     server = ThreadsServer(service, listener, signals, read_deadline_s(opts), threads_max)
     try:
         if opts.on_ready:
