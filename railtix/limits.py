@@ -35,12 +35,6 @@ read_deadline_s = 30.0
 #: largest rush and stays far under the default file-descriptor limits we raise to.
 connections_max = 10_000
 
-#: HTTP request head and body sizes: a head of 16 KiB holds any browser's headers; bodies are
-#: JSON requests no larger than a TCP line.
-http_head_size_max = 16 * 1024
-http_body_size_max = line_size_max
-http_headers_count_max = 100
-
 # --- domain ---------------------------------------------------------------------------------
 #: Passengers per order, as on 12306.
 passengers_per_order_max = 5

@@ -29,7 +29,7 @@ from railtix.core.timetable import Coach, Stop, Train, ride_mask
 
 TT = tiny_timetable()
 TRAIN = TT.train_by_number["T1"]
-LAYOUTS = Layouts(TT)
+LAYOUTS = Layouts()
 LEGS = len(TRAIN.stops) - 1
 DATES = ("2026-06-02", "2026-06-03")
 CLASSES = tuple(TRAIN.seats)
@@ -306,7 +306,7 @@ def test_refused_order_for_a_class_the_train_lacks_changes_nothing() -> None:
     before = snapshot(state)
     with pytest.raises(Refusal) as e:
         place_order(
-            state, Layouts(TT), TT, order_id="E1", user=1, start=0, end=2, seat_class="business",
+            state, Layouts(), TT, order_id="E1", user=1, start=0, end=2, seat_class="business",
             passengers=[Passenger("a", POOL[0])], letters=[], now=CLOCK_START, departs=CLOCK_START + 1,
             hold_s=HOLD_S,
         )

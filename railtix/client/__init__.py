@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 if TYPE_CHECKING:
     from railtix.client.aio import AsyncClient, connect
     from railtix.client.sync import Client
@@ -51,6 +53,15 @@ RETRY_SAFE = READS | MUTATIONS
 
 #: Keyword arguments that are Python keywords or clash with the protocol's field names.
 _FIELD_NAMES = {"from_": "from", "origin": "from", "destination": "to", "class_": "class", "seat_class": "class"}
+
+
+#: One JSON codec for both clients (msgspec encoders and decoders are thread-safe to share).
+encoder = msgspec.json.Encoder()
+decoder = msgspec.json.Decoder()
+
+
+class Dropped(Exception):
+    """The connection broke under a client (internal: it decides whether to retry)."""
 
 
 class RailtixError(Exception):

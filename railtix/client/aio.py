@@ -34,13 +34,15 @@ from railtix.client import (
     reply_size_max,
     timeout_default_s,
 )
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder()
-
-
-class _Dropped(Exception):
-    pass
+from railtix.client import (
+    Dropped as _Dropped,
+)
+from railtix.client import (
+    decoder as _decoder,
+)
+from railtix.client import (
+    encoder as _encoder,
+)
 
 
 def _expire(conn: _Connection, rid: int, fut: asyncio.Future[dict[str, Any]]) -> None:

@@ -31,13 +31,15 @@ from railtix.client import (
     reply_size_max,
     timeout_default_s,
 )
-
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder()
-
-
-class _Dropped(Exception):
-    """The connection broke under us (internal: decides whether to retry)."""
+from railtix.client import (
+    Dropped as _Dropped,
+)
+from railtix.client import (
+    decoder as _decoder,
+)
+from railtix.client import (
+    encoder as _encoder,
+)
 
 
 class Client:

@@ -85,8 +85,7 @@ def run_id(train: str, date: str) -> str:
 class Layouts:
     """Seat layouts per (train, class), built once: they are derived from the timetable."""
 
-    def __init__(self, timetable: Timetable) -> None:
-        self._timetable = timetable
+    def __init__(self) -> None:
         self._cache: dict[tuple[str, str], SeatLayout] = {}
 
     def __call__(self, train: Train, seat_class: str) -> SeatLayout:

@@ -14,7 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from railtix.core.timetable import AISLE_LETTERS, WINDOW_LETTERS, SeatLabel
+from railtix.core.timetable import WINDOW_LETTERS, SeatLabel
 
 SeatMap = np.ndarray  # dtype uint64, one element per seat
 
@@ -61,7 +61,6 @@ class SeatLayout:
         self.names = tuple(f"{s.row:02d}{s.letter}" for s in self.labels)
         self.letters = np.array([s.letter for s in self.labels])
         self.window = np.array([s.letter in WINDOW_LETTERS for s in self.labels], dtype=bool)
-        self.aisle = np.array([s.letter in AISLE_LETTERS for s in self.labels], dtype=bool)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -78,10 +78,6 @@ class Train(msgspec.Struct, frozen=True, dict=True):
         assert minutes is not None, "no departure from the terminus"
         return dt.datetime.combine(date, dt.time(0, 0), CST) + dt.timedelta(minutes=minutes)
 
-    def arrive_at(self, date: dt.date, stop: int) -> dt.datetime:
-        minutes = self.stops[stop].arrive
-        assert minutes is not None, "no arrival at the origin"
-        return dt.datetime.combine(date, dt.time(0, 0), CST) + dt.timedelta(minutes=minutes)
 
 
 class SeatLabel(msgspec.Struct, frozen=True, array_like=True):

@@ -73,7 +73,7 @@ class Inventory:
     def __init__(self, seats: int, timetable: Timetable | None = None) -> None:
         self.timetable = timetable or demo_timetable()
         self.train: Train = self.timetable.train_by_number[TRAIN]
-        self.layouts = Layouts(self.timetable)
+        self.layouts = Layouts()
         self.state = RunState.empty(self.train, DATE)
         self.end = len(self.train.stops) - 1
         self.mask = ride_mask(0, self.end)

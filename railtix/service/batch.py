@@ -83,7 +83,7 @@ class Batch:
         self.store = store
         self.cache = cache
         self.timetable = timetable
-        self.layouts = Layouts(timetable)
+        self.layouts = Layouts()
         self.hold_s = hold_s
         self.after_commit: list[Callable[[], None]] = []
         #: the writer's own working state of each run, with its passenger index; valid while

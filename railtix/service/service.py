@@ -22,7 +22,8 @@ import railtix
 from railtix import limits
 from railtix.core import rides
 from railtix.core.errors import Refusal
-from railtix.core.timetable import Timetable, validate
+from railtix.core.seats import available
+from railtix.core.timetable import Timetable, ride_mask, validate
 from railtix.service import auth
 from railtix.service.batch import MUTATIONS, Batch, Command, key_reused
 from railtix.service.runs import RunCache
@@ -338,9 +339,6 @@ class Service:
             day = rides.parse_date(req.date, self.clock(), limits.presale_days).isoformat()
             body["date"] = day
             state = self.cache.many([(t, day)])[f"{t.number}@{day}"]
-            from railtix.core.seats import available
-            from railtix.core.timetable import ride_mask
-
             full = ride_mask(0, len(t.stops) - 1)
             body["left_whole_way"] = {c: available(occ, full) for c, occ in state.maps.items()}
         session.reply(encode_ok(req.id, body))

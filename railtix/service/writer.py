@@ -61,9 +61,6 @@ class Writer:
                 self._work.notify()
             return True
 
-    @property
-    def queued(self) -> int:
-        return self._size
 
     def _take(self) -> list[Any]:
         batch: list[Any] = []

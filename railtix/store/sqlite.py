@@ -196,8 +196,6 @@ class SqliteStore:
         ).fetchone()
         return row is not None
 
-    def count_keys(self) -> int:
-        return int(self._conn.execute("SELECT count(*) FROM keys").fetchone()[0])
 
     # --- the writer's transaction ------------------------------------------------------------
     def begin(self) -> SqliteTx:

@@ -110,7 +110,6 @@ class OrderGet(Base, tag="order"):
 Request = (
     Hello | Register | Login | Stations | Search | TrainInfo | Buy | Pay | Cancel | Refund | Orders | OrderGet
 )
-Mutation = Buy | Pay | Cancel | Refund
 OPS = (
     "hello", "register", "login", "stations", "search", "train",
     "buy", "pay", "cancel", "refund", "orders", "order",
