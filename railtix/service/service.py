@@ -141,12 +141,19 @@ class Service:
 
     def _submit(self, session: Session, command: Command) -> None:
         command.session = session
+        session.wait_for(command)  # the slot first: the writer may answer before submit returns
+        try:
+            self._queue(command)
+        except Refusal:
+            session.slots.pop()
+            raise
+
+    def _queue(self, command: Command) -> None:
+        """Hand a command to the writer, or refuse: stopping, or the queue is full."""
         if self.stopping:
             raise Refusal("shutting_down", "the server is stopping")
-        session.wait_for(command)  # the slot first: the writer may answer before submit returns
         if not self.writer.submit(command.source, command):
-            session.slots.pop()
-            raise Refusal("busy", "too many purchases are waiting; try again in a moment")
+            raise Refusal("busy", "too many requests are waiting for the writer; try again in a moment")
 
     def _apply(self, commands: list[Command]) -> None:
         """The writer's step: one transaction for the batch, then wake the waiting sessions."""
@@ -227,12 +234,6 @@ class Service:
                 self._auth_waiting -= 1
             raise Refusal("shutting_down", "the server is stopping") from None
 
-    def _queue_from_pool(self, command: Command) -> None:
-        if self.stopping:
-            raise Refusal("shutting_down", "the server is stopping")
-        if not self.writer.submit(command.source, command):
-            raise Refusal("busy", "the server is busy; try again in a moment")
-
     def _register(self, session: Session, req: m.Register) -> None:
         if len(req.password) < limits.password_length_min:
             raise Refusal("weak_password", f"a password needs at least {limits.password_length_min} characters")
@@ -240,7 +241,7 @@ class Service:
 
         def work() -> None:
             command.args = {"name": req.user, "pw_hash": auth.hash_password(req.password)}
-            self._queue_from_pool(command)
+            self._queue(command)
 
         self._in_auth_pool(session, command, work)
 
@@ -262,7 +263,7 @@ class Service:
                 self._tokens[h] = (uid, min(expires, self.clock() + 3600))
 
             command.args = {"token": token, "token_hash": h, "expires": expires, "name": req.user, "cache": remember}
-            self._queue_from_pool(command)
+            self._queue(command)
 
         self._in_auth_pool(session, command, work)
 
