@@ -48,7 +48,10 @@ def canned_bodies() -> dict[bytes, bytes]:
     tt = demo_timetable()
     now = time.time()
     day = (rides.today(now) + dt.timedelta(days=3)).isoformat()
-    trains = rides.search(tt, "VNP", "NKH", day, now, limits.presale_days, lambda t, d: RunState.empty(t, d))
+    _, trains = rides.search(
+        tt, "VNP", "NKH", day, now, limits.presale_days,
+        lambda runs: {f"{t.number}@{d}": RunState.empty(t, d) for t, d in runs},
+    )
     g1 = tt.train_by_number["G1"]
     departs = g1.depart_at(dt.date.fromisoformat(day), 0).timestamp()
     order = Order(

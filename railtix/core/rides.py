@@ -149,11 +149,11 @@ def search(
     date: str,
     now: float,
     presale_days: int,
-    run_state: Callable[[Train, str], RunState],
-) -> list[dict[str, object]]:
-    """Trains from origin to destination on date with seats left and price per class.
+    run_states: Callable[[list[tuple[Train, str]]], dict[str, RunState]],
+) -> tuple[str, list[dict[str, object]]]:
+    """The sale date, and the trains from origin to destination on it with seats left and price.
 
-    ``run_state`` gives the committed inventory of a run. Trains that have already left the
+    ``run_states`` gives the committed inventory of the runs it is asked for, keyed by run id. Trains that have already left the
     boarding station are listed too (12306 lists them greyed out) with ``departed: true``.
     """
     a, b = station(timetable, origin), station(timetable, destination)
@@ -162,13 +162,15 @@ def search(
     day = parse_date(date, now, presale_days)
     iso = day.isoformat()
     midnight = dt.datetime.combine(day, dt.time(0, 0), CST).timestamp()
+    found = routes(timetable, a.code, b.code)
+    states = run_states([(r.train, iso) for r in found])
     out: list[dict[str, object]] = []
-    for r in routes(timetable, a.code, b.code):
-        state = run_state(r.train, iso)
+    for r in found:
+        state = states[run_id(r.train.number, iso)]
         row = dict(r.row)
         row["departed"] = midnight + r.depart * 60 <= now
         row["classes"] = [
             {"class": c, "left": seats_left(state, c, r.mask), "price": price} for c, price in r.prices
         ]
         out.append(row)
-    return out
+    return iso, out

@@ -317,14 +317,8 @@ class Service:
         session.reply(encode_ok(req.id, {"stations": [render.station(s) for s in self.timetable.stations]}))
 
     def _search(self, session: Session, req: m.Search) -> None:
-        tt = self.timetable
-        now = self.clock()
-        a = rides.station(tt, req.from_)
-        day = rides.parse_date(req.date, now, limits.presale_days).isoformat()
-        states = self.cache.many([(t, day) for t in tt.trains_at.get(a.code, ())])
-        trains = rides.search(
-            tt, req.from_, req.to, req.date, now, limits.presale_days,
-            lambda t, d: states[f"{t.number}@{d}"],
+        day, trains = rides.search(
+            self.timetable, req.from_, req.to, req.date, self.clock(), limits.presale_days, self.cache.many
         )
         session.reply(encode_ok(req.id, {"date": day, "trains": trains}))
 
