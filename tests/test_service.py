@@ -413,3 +413,31 @@ def test_the_sweeper_outlives_a_store_error(make_service: Any, clock: FakeClock)
             break
         svc._stop.wait(0.01)
     assert calls["n"] >= 2 and status == "expired"
+
+
+# --- order ids -----------------------------------------------------------------------------------
+def test_order_ids_increase_stay_unique_and_start_above_the_stored_ones() -> None:
+    from railtix.service.batch import new_order_ids
+
+    now = 1_800_000_000.0
+    made = new_order_ids(500, now, None)
+    assert made == sorted(made) and len(set(made)) == 500
+    assert all(len(i) == 17 and i[0] == "E" and set(i[1:]) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ") for i in made)
+    # a clock that went back, or the same millisecond: still above the greatest stored id
+    later = new_order_ids(500, now - 60, made[-1])
+    assert later[0] > made[-1] and later == sorted(later) and len(set(made + later)) == 1000
+    # ids of the older random format (RFC 4648 base32) are not read as a starting point
+    assert new_order_ids(1, now, "EAAAAAAAAAAAAAAAA")[0] < "E2"
+
+
+def test_orders_of_one_batch_are_stored_in_id_order_and_ids_are_not_guessable(alice: Any, clock: FakeClock) -> None:
+    svc, c, tok = alice
+    got = [c.ok(**buy(tok, f"k{i}", clock.date(2), *ids(1, base=i)))["order"]["order"] for i in range(6)]
+    assert got == sorted(got)
+    # the last 32 bits are random: ids made in one millisecond differ beyond the time half
+    assert len({g[-7:] for g in got}) == 6
+    tx = svc.store.begin()
+    try:
+        assert tx.last_order_id() == got[-1]
+    finally:
+        tx.rollback()

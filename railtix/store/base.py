@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -71,8 +71,12 @@ class Tx(Protocol):
     def orders_since(self, run: str, version: int) -> list[Order]:
         """Orders of the run written by transactions that left it past ``version``."""
 
-    def put_orders(self, orders: list[tuple[Order, int]]) -> None:
-        """Insert or update orders, each with the version its run has after this transaction."""
+    def last_order_id(self) -> str | None:
+        """The greatest order id of the current format (new ids are made above it)."""
+
+    def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int]]) -> None:
+        """Insert new orders and update changed ones, each with the version its run has after
+        this transaction. Inserting an id that exists fails: ids are never reused."""
 
     def put_runs(self, rows: list[tuple[str, int, bytes]]) -> None: ...
 
@@ -128,3 +132,13 @@ class Store(Protocol):
     def all_runs(self) -> Iterator[tuple[str, int, bytes]]: ...
 
     def close(self) -> None: ...
+
+
+def last_order_id(execute: Any) -> str | None:
+    """The greatest time-ordered order id (SQLite and PostgreSQL alike; one index probe).
+
+    Ids made before they were time-ordered used RFC 4648 base32, which has no '0' or '1'; the
+    time-ordered ones start with 'E0' until the 23rd century. Below 'E2' are only those.
+    """
+    row = execute("SELECT id FROM orders WHERE id < 'E2' ORDER BY id DESC LIMIT 1").fetchone()
+    return row[0] if row else None

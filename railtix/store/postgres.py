@@ -23,7 +23,7 @@ import psycopg
 
 from railtix.core.orders import Order
 from railtix.core.timetable import Timetable
-from railtix.store.base import decode_order, encode_order, migrations
+from railtix.store.base import decode_order, encode_order, last_order_id, migrations
 
 #: How long one batch waits for a lock another writer holds before giving up (retryable).
 lock_timeout_ms = 5_000
@@ -277,17 +277,22 @@ class PostgresTx:
     def live_orders(self, run: str) -> list[Order]:
         return _live_orders(self._conn, run)
 
-    def put_orders(self, orders: list[tuple[Order, int]]) -> None:
+    def last_order_id(self) -> str | None:
+        return last_order_id(self._conn.execute)
+
+    def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int]]) -> None:
         with self._conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO orders(id, user_id, run, status, created, hold_until, body, run_version) "
-                "VALUES(%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT(id) DO UPDATE SET status=excluded.status, "
-                "hold_until=excluded.hold_until, body=excluded.body, run_version=excluded.run_version",
-                [
-                    (o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o), v)
-                    for o, v in orders
-                ],
-            )
+            if new:
+                cur.executemany(
+                    "INSERT INTO orders(id, user_id, run, status, created, hold_until, body, run_version) "
+                    "VALUES(%s,%s,%s,%s,%s,%s,%s,%s)",
+                    [(o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o), v) for o, v in new],
+                )
+            if changed:
+                cur.executemany(
+                    "UPDATE orders SET status=%s, hold_until=%s, body=%s, run_version=%s WHERE id=%s",
+                    [(o.status.value, o.hold_until, encode_order(o), v, o.id) for o, v in changed],
+                )
 
     def orders_since(self, run: str, version: int) -> list[Order]:
         rows = self._conn.execute(

@@ -22,7 +22,7 @@ import msgspec
 
 from railtix.core.orders import Order
 from railtix.core.timetable import Timetable
-from railtix.store.base import decode_order, encode_order, migrations
+from railtix.store.base import decode_order, encode_order, last_order_id, migrations
 
 #: How long a connection waits for another process's write lock before failing (ms). Long
 #: enough for a big batch of a sibling worker, short enough that a stuck lock surfaces.
@@ -325,17 +325,21 @@ class SqliteTx:
         )
         return [decode_order(r[0]) for r in rows]
 
-    def put_orders(self, orders: list[tuple[Order, int]]) -> None:
+    def last_order_id(self) -> str | None:
+        return last_order_id(self._conn.execute)
+
+    def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int]]) -> None:
         _insert_many(
             self._conn,
             "INSERT INTO orders(id, user_id, run, status, created, hold_until, body, run_version) VALUES",
-            "ON CONFLICT(id) DO UPDATE SET status=excluded.status, "
-            "hold_until=excluded.hold_until, body=excluded.body, run_version=excluded.run_version",
-            [
-                (o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o), v)
-                for o, v in orders
-            ],
+            "",
+            [(o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o), v) for o, v in new],
         )
+        if changed:
+            self._conn.executemany(
+                "UPDATE orders SET status=?, hold_until=?, body=?, run_version=? WHERE id=?",
+                [(o.status.value, o.hold_until, encode_order(o), v, o.id) for o, v in changed],
+            )
 
     def orders_since(self, run: str, version: int) -> list[Order]:
         rows = self._conn.execute(
