@@ -8,7 +8,6 @@ loop per seat: searches are most of a ticket server's load.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from functools import cached_property
 
@@ -59,7 +58,9 @@ class SeatLayout:
         #: per seat: coach number and "12F", ready for tickets
         self.coaches = tuple(s.coach for s in self.labels)
         self.names = tuple(f"{s.row:02d}{s.letter}" for s in self.labels)
-        self.letters = np.array([s.letter for s in self.labels])
+        #: per seat, its letter: a tuple for Python loops, an array for vector passes
+        self.letter_of = tuple(s.letter for s in self.labels)
+        self.letters = np.array(self.letter_of)
         self.window = np.array([s.letter in WINDOW_LETTERS for s in self.labels], dtype=bool)
 
     def __len__(self) -> int:
@@ -121,16 +122,21 @@ def _group(
         if not wanted:
             r = int(order[0])
             return _pick_in_row(free, touching, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
-        best: tuple[int, int] | None = None
-        chosen: list[int] = []
-        for rank, r in enumerate(order[:rows_weighed_max].tolist()):
-            seats = _pick_in_row(free, touching, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
-            score = (_granted(layout, seats, wanted), -rank)
-            if best is None or score > best:
-                best, chosen = score, seats
-            if score[0] == len(wanted):
-                break
-        return chosen
+        # The row granting the most wished letters, the best-fit first on a tie. A row grants
+        # as many as its free letters have in common with the wishes (a multiset
+        # intersection), so rows are scored without picking their seats.
+        letter_of = layout.letter_of
+        best_row, best = -1, -1
+        for r in order[:rows_weighed_max].tolist():
+            lo, hi = int(starts[r]), int(layout.row_ends[r])
+            have = [letter_of[lo + k] for k, f in enumerate(free[lo:hi].tolist()) if f]
+            granted = _common(wanted, have)
+            if granted > best:
+                best_row, best = r, granted
+                if granted == len(wanted):
+                    break
+        lo, hi = int(starts[best_row]), int(layout.row_ends[best_row])
+        return _pick_in_row(free, touching, layout, lo, hi, count, wanted)
     per_coach = np.add.reduceat(free.astype(np.int32), layout.coach_starts)
     coaches = np.flatnonzero(per_coach >= count)
     if coaches.size:
@@ -141,31 +147,38 @@ def _group(
     return np.flatnonzero(free)[:count].tolist()
 
 
-def _granted(layout: SeatLayout, seats: list[int], wanted: list[str]) -> int:
-    """How many of the wished letters the seats grant."""
-    if not wanted:
-        return 0
-    missing = Counter(wanted) - Counter(layout.labels[s].letter for s in seats)
-    return len(wanted) - sum(missing.values())
+def _common(wanted: list[str], letters: list[str]) -> int:
+    """How many of the wished letters ``letters`` grant (each letter grants one wish)."""
+    have = list(letters)
+    granted = 0
+    for w in wanted:  # a multiset intersection; both lists hold a handful of letters
+        if w in have:
+            have.remove(w)
+            granted += 1
+    return granted
 
 
 def _pick_in_row(
     free: np.ndarray, touching: np.ndarray, layout: SeatLayout, lo: int, hi: int, count: int, wanted: list[str]
 ) -> list[int]:
     """``count`` free seats of one row: wished letters first, then best fit, then neighbours."""
-    open_seats = [i for i in range(lo, hi) if free[i]]
+    # one row is a handful of seats: plain lists beat numpy's per-element indexing here
+    row_free = free[lo:hi].tolist()
+    row_touch = touching[lo:hi].tolist()
+    letter_of = layout.letter_of
+    open_seats = [lo + k for k, f in enumerate(row_free) if f]
     chosen: list[int] = []
     for w in wanted:
         for i in open_seats:
-            if i not in chosen and layout.labels[i].letter == w:
+            if letter_of[i] == w and i not in chosen:
                 chosen.append(i)
                 break
     if len(chosen) < count:
         rest = [i for i in open_seats if i not in chosen]
         # seats whose sold legs touch the ride first (best fit), then the seats nearest to
         # those already chosen, which keeps the group together
-        anchor = chosen[0] if chosen else next((i for i in rest if touching[i]), rest[0])
-        rest.sort(key=lambda i: (not touching[i], abs(i - anchor), i))
+        anchor = chosen[0] if chosen else next((i for i in rest if row_touch[i - lo]), rest[0])
+        rest.sort(key=lambda i: (not row_touch[i - lo], abs(i - anchor), i))
         chosen.extend(rest[: count - len(chosen)])
     return sorted(chosen)
 
