@@ -822,8 +822,11 @@ def _read_timetable(data: bytes, source: str) -> Timetable:
               help="Minutes a held order keeps its seats unpaid.")
 @click.option("--timetable", "timetable_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Timetable JSON to load on first start instead of the demo.")
+@click.option("--writer", type=click.Choice(["process", "thread"]), default="process", show_default=True,
+              help="Where purchases are written: a process of their own (the event loop keeps its "
+                   "interpreter lock to itself), or a thread beside the event loop.")
 def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_minutes: float,
-          timetable_file: str | None) -> None:
+          timetable_file: str | None, writer: str) -> None:
     """Run a server. It prints `railtix listening tcp://HOST:PORT` once it accepts connections."""
     import logging
 
@@ -874,7 +877,8 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
 
     opts = ServeOptions(tcp_host=host, tcp_port=port, database=database, workers=workers,
                         hold_minutes=hold_minutes, on_ready=ready)
-    factory = functools.partial(Service.open, database, hold_minutes=hold_minutes, timetable=timetable)
+    factory = functools.partial(Service.open, database, hold_minutes=hold_minutes, timetable=timetable,
+                                writer_process=writer == "process")
     try:
         model(name)(factory, opts)
     except OSError as e:

@@ -45,8 +45,17 @@ def ids(n: int, base: int = 0) -> list[str]:
     return [f"110101199{base + i:09d}" for i in range(n)]
 
 
+@pytest.fixture(params=["thread", "process"])
+def alice(make_service: Any, request: pytest.FixtureRequest) -> tuple[Any, SessionClient, str]:
+    """A service with alice logged in; every test runs with the writer in a thread and in a process."""
+    svc = make_service(writer_process=request.param == "process")
+    c = SessionClient(svc)
+    return svc, c, c.login("alice")
+
+
 @pytest.fixture
-def alice(make_service: Any) -> tuple[Any, SessionClient, str]:
+def alice_in_one_process(make_service: Any) -> tuple[Any, SessionClient, str]:
+    """For tests that reach into the writer's transaction or its states: the writer is a thread."""
     svc = make_service()
     c = SessionClient(svc)
     return svc, c, c.login("alice")
@@ -130,9 +139,9 @@ def test_a_retry_after_departure_returns_the_first_reply(alice: Any, clock: Fake
     assert no_id(c.call(**req)) == no_id(first)
 
 
-def test_no_reply_leaves_before_its_commit(alice: Any, clock: FakeClock) -> None:
+def test_no_reply_leaves_before_its_commit(alice_in_one_process: Any, clock: FakeClock) -> None:
     """Guarantee 2 at its source: while the commit is held, the buy's reply must not be out."""
-    svc, c, tok = alice
+    svc, c, tok = alice_in_one_process
     entered, release = threading.Event(), threading.Event()
     begin = svc.store.begin
 
@@ -346,9 +355,9 @@ def test_sold_out_exactly_when_no_seat_is_left(alice: Any, clock: FakeClock) -> 
 
 
 # --- memory over days ----------------------------------------------------------------------------
-def test_runs_of_past_days_are_forgotten(alice: Any, clock: FakeClock) -> None:
+def test_runs_of_past_days_are_forgotten(alice_in_one_process: Any, clock: FakeClock) -> None:
     """The writer's states and the readers' views hold runs on sale, not every run ever sold."""
-    svc, c, tok = alice
+    svc, c, tok = alice_in_one_process
     first_day = clock.date(1)
     c.ok(**buy(tok, "k1", first_day, *ids(1)))
     assert left(c, first_day) == G1_BUSINESS_SEATS - 1
@@ -441,3 +450,35 @@ def test_orders_of_one_batch_are_stored_in_id_order_and_ids_are_not_guessable(al
         assert tx.last_order_id() == got[-1]
     finally:
         tx.rollback()
+
+
+# --- the writer in a process of its own ----------------------------------------------------------
+def test_a_writer_process_that_dies_costs_one_batch_and_is_replaced(make_service: Any, clock: FakeClock) -> None:
+    svc = make_service(writer_process=True)
+    c = SessionClient(svc)
+    tok = c.login("alice")
+    date = clock.date(2)
+    first = c.ok(**buy(tok, "k1", date, *ids(1)))
+    svc.batch._proc.kill()
+    svc.batch._proc.join(wait_max_s)
+    lost = c.error("internal_error", **buy(tok, "k2", date, *ids(1, base=1)))
+    assert "may or may not" in lost["error"]["message"]
+    # a new writer answers the retry, and the first buy's key still gives its first reply
+    again = c.ok(**buy(tok, "k2", date, *ids(1, base=1)))
+    assert no_id(c.call(**buy(tok, "k1", date, *ids(1)))) == no_id(first)
+    assert left(c, date) == G1_BUSINESS_SEATS - 2
+    assert again["order"]["order"] != first["order"]["order"]
+
+
+def test_the_writer_process_publishes_what_it_committed_and_forgets_past_days(make_service: Any, clock: FakeClock) -> None:
+    svc = make_service(writer_process=True)
+    c = SessionClient(svc)
+    tok = c.login("alice")
+    first_day = clock.date(1)
+    c.ok(**buy(tok, "k1", first_day, *ids(3)))
+    view = svc.cache._runs.get(f"G1@{first_day}")
+    assert view is not None and view.version == 1  # published by the commit, not loaded by a read
+    assert left(c, first_day) == G1_BUSINESS_SEATS - 3
+    clock.advance(2 * 86_400)
+    c.ok(**buy(tok, "k2", clock.date(1), *ids(1, base=10)))
+    assert f"G1@{first_day}" not in svc.cache._runs

@@ -37,7 +37,7 @@ CODES: Final[dict[str, tuple[bool, str]]] = {
     "timeout": (False, "no complete request arrived within the read deadline; the connection closes"),
     "busy": (True, "the server is at a capacity limit; try again shortly"),
     "shutting_down": (True, "the server is stopping; try another or try again"),
-    "internal_error": (True, "the server failed unexpectedly; nothing was changed"),
+    "internal_error": (True, "the server failed unexpectedly; nothing was changed, unless the message says the outcome is unknown"),
     # users
     "unauthorized": (False, "no valid token was given"),
     "user_exists": (False, "that user name is taken"),

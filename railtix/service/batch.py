@@ -14,9 +14,9 @@ import logging
 import secrets
 import struct
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from railtix import limits
 from railtix.core.errors import Refusal
@@ -24,7 +24,7 @@ from railtix.core.inventory import Layouts, RunState, change_status, hold_lapsed
 from railtix.core.orders import Order, Passenger, Status, refund_fee
 from railtix.core.rides import Ride, today
 from railtix.core.timetable import Timetable
-from railtix.service.runs import RunCache, build_state, refresh
+from railtix.service.runs import build_state, refresh
 from railtix.store.base import Store, Tx, encode_maps
 from railtix.wire import render
 from railtix.wire.tcp import error_body, ok_body
@@ -107,11 +107,21 @@ def _value(order_id: str | None) -> int:
     return v
 
 
+class Views(Protocol):
+    """Where committed seat maps go for readers: the RunCache, or the writer process's report."""
+
+    def publish(self, states: Sequence[RunState]) -> None: ...
+
+    def forget(self, runs: list[str]) -> None: ...
+
+    def forget_before(self, day: str) -> None: ...
+
+
 class Batch:
-    """Applies batches for one process. Lives in the writer thread."""
+    """Applies batches for one process. Lives in the writer thread or the writer process."""
 
     def __init__(
-        self, store: Store, cache: RunCache, timetable: Timetable, hold_s: float,
+        self, store: Store, cache: Views, timetable: Timetable, hold_s: float,
     ) -> None:
         self.store = store
         self.cache = cache

@@ -50,8 +50,9 @@ def refresh(state: RunState, row: tuple[int, bytes] | None, changed: list[Order]
 
 
 class RunCache:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, trains: dict[str, Train] | None = None) -> None:
         self._store = store
+        self._trains = trains or {}
         self._runs: dict[str, RunState] = {}
         self._load_lock = threading.Lock()
 
@@ -95,12 +96,29 @@ class RunCache:
                 self._runs[run] = state
             return self._runs[run]
 
+    def clear(self) -> None:
+        """Drop every view (the writer process was lost: what it last committed is unknown)."""
+        with self._load_lock:
+            self._runs = {}
+
+    def publish_maps(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
+        """Committed maps from the writer process: (run, version, encoded maps)."""
+        trains = self._trains
+        states = []
+        for run, version, blob in rows:
+            number, date = run.split("@")
+            train = trains[number]
+            states.append(RunState(run, train, date, decode_maps(blob, train), {}, version))
+        self._install(states)
+
     def publish(self, states: Sequence[RunState]) -> None:
         """Committed states from the writer: readers get copies of their maps."""
-        views = [
+        self._install([
             RunState(s.run, s.train, s.date, {c: m.copy() for c, m in s.maps.items()}, {}, s.version)
             for s in states
-        ]
+        ])
+
+    def _install(self, views: list[RunState]) -> None:
         for v in views:
             v.counts = {}  # read-only: counts may be remembered
         with self._load_lock:  # a reader's load of an older version must not land after this

@@ -26,6 +26,7 @@ from railtix.core.seats import available
 from railtix.core.timetable import Timetable, ride_mask, validate
 from railtix.service import auth
 from railtix.service.batch import MUTATIONS, Batch, Command, key_reused
+from railtix.service.remote import WriterProcess
 from railtix.service.runs import RunCache
 from railtix.service.session import Session, Waker
 from railtix.service.writer import Writer
@@ -77,13 +78,20 @@ class Service:
         hold_minutes: float = limits.hold_minutes_default,
         clock: Clock = time.time,
         sweep_interval_s: float = limits.sweep_interval_s,
+        writer_process: bool = False,
     ) -> None:
         self.store = store
         self.timetable = load_timetable(store, timetable)
         self.clock = clock
         self.hold_s = hold_minutes * 60
-        self.cache = RunCache(store)
-        self.batch = Batch(store, self.cache, self.timetable, self.hold_s)
+        self.cache = RunCache(store, self.timetable.train_by_number)
+        #: where batches are applied: a thread of this process, or a process of its own
+        #: (``remote``), whose work then no longer competes with the event loop for the GIL
+        self.batch: Batch | WriterProcess
+        if writer_process:
+            self.batch = WriterProcess(store, self.hold_s, self.cache)
+        else:
+            self.batch = Batch(store, self.cache, self.timetable, self.hold_s)
         self.writer = Writer(self._apply)
         self._auth = ThreadPoolExecutor(limits.auth_workers, thread_name_prefix="railtix-auth")
         self._auth_waiting = 0
@@ -114,6 +122,8 @@ class Service:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Service:
+        if isinstance(self.batch, WriterProcess):
+            self.batch.start()
         self.writer.start()
         self._sweeper.start()
         return self
@@ -124,6 +134,8 @@ class Service:
         self._stop.set()
         self._auth.shutdown(wait=True)
         self.writer.stop()
+        if isinstance(self.batch, WriterProcess):
+            self.batch.stop()
         self.store.close()
 
     def session(self, waker: Waker) -> Session:

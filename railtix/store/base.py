@@ -97,6 +97,10 @@ class Store(Protocol):
     #: True when other processes may write the same database (then cached runs are checked).
     shared: bool
 
+    @property
+    def location(self) -> str:
+        """What another process (the writer process) opens to reach the same database."""
+
     def get_timetable(self) -> Timetable | None: ...
 
     def put_timetable(self, timetable: Timetable) -> None: ...

@@ -68,6 +68,11 @@ class PostgresStore:
         self._all_lock = threading.Lock()
         self._migrate()
 
+    @property
+    def location(self) -> str:
+        """What another process opens to reach this database."""
+        return self.url
+
     # --- connections -----------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._conninfo, autocommit=True)

@@ -66,6 +66,11 @@ class SqliteStore:
         self._all_lock = threading.Lock()
         self._migrate(self._conn)
 
+    @property
+    def location(self) -> str:
+        """What another process opens to reach this database (the file, even for ``:memory:``)."""
+        return self._target
+
     # --- connections -----------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
