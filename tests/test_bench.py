@@ -215,3 +215,19 @@ def test_compare_reports_a_model_that_does_not_start(tmp_path: object) -> None:
     doc = msgspec.json.decode(Path(out).read_bytes())
     (row,) = doc["configs"]
     assert row["model"] == "no-such-model" and row["failed"]
+
+
+def test_rush_steps_skip_the_pairs_given_up_without_drawing_them() -> None:
+    plan = Plan("rush", 11)
+    given_up: set[tuple[int, str]] = set()
+    steps = plan.steps(4, given_up)
+    before = [next(steps) for _ in range(200)]
+    assert all(isinstance(s, Buy) for s in before)  # nothing given up yet: nothing skipped
+    given_up.update((i, c) for i in range(len(plan.runs)) for c in ("second", "first") if i != 2)
+    after = [next(steps) for _ in range(400)]
+    buys = [s for s in after if s is not None]
+    assert buys and None in after
+    assert all(isinstance(s, Buy) and (s.hot, s.seat_class) not in given_up for s in buys)
+    # skipping draws no passengers, and the ones drawn stay fresh
+    ids = [p[1] for s in before + buys if isinstance(s, Buy) for p in s.passengers]
+    assert len(ids) == len(set(ids))

@@ -168,7 +168,8 @@ class Client(asyncio.Protocol):
         self.index = index
         self.token = token
         self.tokenb = token.encode()
-        self.steps = engine.plan.steps(index)
+        # steps drawn during the run skip the (run, class) pairs the rush has given up
+        self.steps = engine.plan.steps(index, engine.board.exhausted if engine.board is not None else ())
         self.prepared: deque[tuple[int, bytes, Any, int]] = deque()
         self.follow: deque[tuple[int, bytes, Any, int]] = deque()
         self.inflight: deque[tuple[int, int, Any, int]] = deque()
@@ -189,7 +190,9 @@ class Client(asyncio.Protocol):
     def prepare(self, n: int) -> None:
         steps, prepared = self.steps, self.prepared
         for _ in range(n):
-            prepared.append(self.encode(next(steps)))
+            step = next(steps)
+            assert step is not None, "nothing is given up before the clock starts"
+            prepared.append(self.encode(step))
 
     def next_request(self) -> tuple[int, bytes, Any, int] | None:
         e = self.e
@@ -201,19 +204,27 @@ class Client(asyncio.Protocol):
             return None
         board = e.board
         while True:
-            r = self.prepared.popleft() if self.prepared else self.encode(next(self.steps))
-            step = r[2]
-            if r[0] == K_BUY:
-                if board is not None and step.hot >= 0 and (step.hot, step.seat_class) in board.exhausted:
-                    e.skipped += 1
-                    if board.all_exhausted:
-                        self.done = True
-                        return None
-                    continue
-                if step.again:
-                    self.follow.appendleft(
-                        (K_AGAIN, encode_buy(step, self.token, e.dates, ROLE_AGAIN), step, step.seq * 4 + ROLE_AGAIN)
-                    )
+            if self.prepared:
+                r = self.prepared.popleft()
+                step = r[2]
+                skip = r[0] == K_BUY and board is not None and (step.hot, step.seat_class) in board.exhausted
+            else:
+                drawn = next(self.steps)  # None: a step on a pair given up, not even drawn whole
+                skip = drawn is None
+                if drawn is not None:
+                    r = self.encode(drawn)
+                    step = drawn
+            if skip:
+                assert board is not None
+                e.skipped += 1
+                if board.all_exhausted:
+                    self.done = True
+                    return None
+                continue
+            if r[0] == K_BUY and step.again:
+                self.follow.appendleft(
+                    (K_AGAIN, encode_buy(step, self.token, e.dates, ROLE_AGAIN), step, step.seq * 4 + ROLE_AGAIN)
+                )
             return r
 
     # --- sending ------------------------------------------------------------------------------

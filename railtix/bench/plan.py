@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from bisect import bisect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import accumulate, islice
@@ -238,8 +238,14 @@ class Plan:
         self._classes_of = {t.number: frozenset(t.classes) for t in self.catalog.trains}
 
     # --- steps -------------------------------------------------------------------------------
-    def steps(self, client: int) -> Iterator[Step]:
+    def steps(self, client: int, exhausted: Container[tuple[int, str]] = ()) -> Iterator[Step | None]:
         """Client ``client``'s steps, without end.
+
+        ``exhausted`` (the rush's live set of (run index, class) given up as sold out) lets
+        the steps on those skip before their passengers are drawn: at the end of a rush most
+        steps land there, and drawing and encoding each only to throw it away would make the
+        generator, not the server, the slow side of the measurement. A skipped step is
+        yielded as None, so that the caller notices when everything is given up.
 
         Draws use ``random()`` and bisection on cumulative weights rather than ``choices`` and
         ``randrange``: a rush encodes a few hundred thousand steps before the clock starts,
@@ -285,6 +291,9 @@ class Plan:
             seat_class = class_names[bisect(class_cum, rand() * class_cum[-1])]
             if seat_class not in has[t.number]:
                 seat_class = t.seats[0][0]
+            if (hot, seat_class) in exhausted:
+                yield None
+                continue
             party = 1 + bisect(party_cum, rand() * party_cum[-1])
             people = []
             for _ in range(party):
@@ -300,7 +309,7 @@ class Plan:
             )
 
     def first(self, client: int, n: int) -> list[Step]:
-        return list(islice(self.steps(client), n))
+        return [s for s in islice(self.steps(client), n) if s is not None]  # none skipped here
 
     @staticmethod
     def dates(today: dt.date) -> list[str]:
