@@ -65,6 +65,11 @@ writer_queue_max = 50_000
 #: purchases; small enough that a batch's transaction stays within tens of milliseconds.
 writer_batch_max = 2048
 
+#: Rides (train, date, from, to) whose checks are remembered until the train leaves or the day
+#: turns. A rush asks about a few rides thousands of times; the whole timetable on sale is about
+#: 156 trains x 15 days x a few dozen station pairs, so past this the memo simply starts afresh.
+ride_memo_max = 100_000
+
 #: Password hashes computed at once, and waiting. scrypt is deliberately slow (~50 ms and 16 MiB
 #: each); unbounded, a login storm would take all memory and CPU.
 auth_workers = 2

@@ -88,6 +88,36 @@ def ride(
     return Ride(t, day.isoformat(), i, j, departs)
 
 
+class RideMemo:
+    """``ride`` with memory: a ride checked once stays sellable until its train leaves or the day
+    turns (the sale window moves at midnight), so a rush's thousands of buys of one ride are
+    checked once. Refusals are not remembered: they are rare and must say why each time.
+    """
+
+    def __init__(self, timetable: Timetable, presale_days: int, size_max: int) -> None:
+        self.timetable = timetable
+        self.presale_days = presale_days
+        self.size_max = size_max
+        self._found: dict[tuple[str, str, str, str], tuple[Ride, float]] = {}
+
+    def __call__(self, number: str, date: str, origin: str, destination: str, now: float) -> Ride:
+        key = (number, date, origin, destination)
+        hit = self._found.get(key)
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        r = ride(self.timetable, number, date, origin, destination, now, self.presale_days)
+        if len(self._found) >= self.size_max:
+            self._found.clear()
+        self._found[key] = (r, min(r.departs, day_ends(now)))
+        return r
+
+
+def day_ends(now: float) -> float:
+    """The epoch second at which today (China Standard Time) ends."""
+    tomorrow = today(now) + dt.timedelta(days=1)
+    return dt.datetime.combine(tomorrow, dt.time(0, 0), CST).timestamp()
+
+
 def hhmm(minutes: int) -> str:
     """Clock time of a stop; '+1' marks the next day."""
     days, m = divmod(minutes, 1440)

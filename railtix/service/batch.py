@@ -10,6 +10,7 @@ unexpectedly aborts the transaction and the batch is retried without it.
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 import struct
@@ -69,6 +70,8 @@ def key_reused(key: str) -> Refusal:
 #: Crockford's base32: no I, L, O or U to misread, and its characters sort as the numbers do
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUE = {ch: i for i, ch in enumerate(_CROCKFORD)}
+#: base64's base32 (RFC 4648's alphabet), digit for digit into Crockford's
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 
 
 def new_order_ids(n: int, now: float, after: str | None) -> list[str]:
@@ -88,7 +91,7 @@ def new_order_ids(n: int, now: float, after: str | None) -> list[str]:
         if v <= prev:  # same millisecond, or a clock behind the stored ids
             v = prev + 1 + (r & 0xFFFF)
         prev = v
-        out.append("E" + "".join(_CROCKFORD[(v >> s) & 31] for s in range(75, -1, -5)))
+        out.append("E" + base64.b32encode(v.to_bytes(10, "big")).translate(_FROM_RFC4648).decode())
     return out
 
 

@@ -85,6 +85,7 @@ class Service:
         self.clock = clock
         self.hold_s = hold_minutes * 60
         self.cache = RunCache(store, self.timetable.train_by_number)
+        self._ride = rides.RideMemo(self.timetable, limits.presale_days, limits.ride_memo_max)
         #: where batches are applied: a thread of this process, or a process of its own
         #: (``remote``), whose work then no longer competes with the event loop for the GIL
         self.batch: Batch | WriterProcess
@@ -286,9 +287,7 @@ class Service:
         print_ = fingerprint(req)
         if isinstance(req, m.Buy):
             try:
-                ride = rides.ride(
-                    self.timetable, req.train, req.date, req.from_, req.to, self.clock(), limits.presale_days
-                )
+                ride = self._ride(req.train, req.date, req.from_, req.to, self.clock())
             except Refusal:
                 # a retry of a buy that succeeded gets its first reply, even once the train
                 # has left or the date has passed
