@@ -231,3 +231,16 @@ def test_rush_steps_skip_the_pairs_given_up_without_drawing_them() -> None:
     # skipping draws no passengers, and the ones drawn stay fresh
     ids = [p[1] for s in before + buys if isinstance(s, Buy) for p in s.passengers]
     assert len(ids) == len(set(ids))
+
+
+def test_bench_writer_measures_the_batch_transaction_alone(tmp_path: Path) -> None:
+    out = tmp_path / "w.json"
+    r = CliRunner().invoke(bench, ["writer", "--buys", "300", "--batch", "100", "--seed", "3", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    found = msgspec.json.decode(out.read_bytes())
+    assert found["buys"] == 300 and found["batch"] == 100
+    # a rush's first 300 buys on fresh runs mostly succeed, and each made order was paid
+    assert 150 <= found["orders"] <= 300
+    assert found["buy_us"] > 0 and found["pay_us"] > 0
+    assert found["wal_pages_per_buy_batch"] >= 1  # every commit wrote something
+    assert "µs per command" in r.output

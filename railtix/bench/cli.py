@@ -8,6 +8,7 @@
     railtix bench rush --target null      # only the generator's ceiling
     railtix bench compare --models asyncio,threads --clients 1,100,1000 --slow-client
     railtix bench audit --database railtix.db
+    railtix bench writer --buys 20000 --batch 400   # the batch transaction alone, no network
 
 Exit status: 0 when the audit is clean (or could not run for want of a database: it says so),
 1 when it found a problem, 2 when the bench could not run.
@@ -137,6 +138,32 @@ def audit_command(database: str, json_path: str | None) -> None:
     if json_path:
         write_json(found, json_path)
     sys.exit(0 if found["clean"] else 1)
+
+
+@bench.command(name="writer")
+@click.option("--buys", type=click.IntRange(100, 1_000_000), default=20_000, show_default=True,
+              help="Rush buys to apply (then one pay per order made).")
+@click.option("--batch", type=click.IntRange(1, 2048), default=400, show_default=True,
+              help="Commands per transaction (the writer's batch).")
+@click.option("--seed", type=click.IntRange(0, None), default=101, show_default=True, help="Seed of the rush plan.")
+@click.option("--json", "json_path", default=None, help="Write the figures as JSON.")
+def writer_command(buys: int, batch: int, seed: int, json_path: str | None) -> None:
+    """The write path alone: rush buys straight into the batch transaction, no network.
+
+    Reports µs per buy and per pay and the WAL pages each commit wrote, on a temporary SQLite
+    file with synchronous=FULL.
+    """
+    from railtix.bench.report import write_json
+    from railtix.bench.writer import measure
+
+    found = measure(buys, batch, seed, click.echo)
+    click.echo(
+        f"buy {found['buy_us']} µs, pay {found['pay_us']} µs per command "
+        f"({found['orders']:,} orders made); WAL pages per commit: "
+        f"{found['wal_pages_per_buy_batch']} (buys), {found['wal_pages_per_pay_batch']} (pays)"
+    )
+    if json_path:
+        write_json(found, json_path)
 
 
 from railtix.bench.compare import compare_command  # noqa: E402  (registers `compare`)
