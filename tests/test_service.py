@@ -482,3 +482,84 @@ def test_the_writer_process_publishes_what_it_committed_and_forgets_past_days(ma
     clock.advance(2 * 86_400)
     c.ok(**buy(tok, "k2", clock.date(1), *ids(1, base=10)))
     assert f"G1@{first_day}" not in svc.cache._runs
+
+
+# --- sold out before the writer --------------------------------------------------------------------
+def sell_out_business(c: SessionClient, tok: str, date: str, keep: int = 0) -> list[str]:
+    """Hold every business seat of G1 but ``keep``, in orders of four; returns the order ids."""
+    made, sold, n = [], 0, 0
+    while sold < G1_BUSINESS_SEATS - keep:
+        party = min(4, G1_BUSINESS_SEATS - keep - sold)
+        made.append(c.ok(**buy(tok, f"fill-{n}", date, *ids(party, base=1000 + 10 * n)))["order"]["order"])
+        sold += party
+        n += 1
+    return made
+
+
+def test_a_sold_out_ride_is_answered_without_the_writer_and_not_remembered(alice: Any, clock: FakeClock) -> None:
+    svc, c, tok = alice
+    date = clock.date(2)
+    made = sell_out_business(c, tok, date)
+    assert svc.writer.drain(wait_max_s)
+    written = svc.writer.commands
+    refused = c.error("sold_out", **buy(tok, "late", date, *ids(1, base=1)))
+    assert "not enough business seats on G1" in refused["error"]["message"]
+    assert svc.writer.commands == written  # the writer never saw it
+    # not remembered: once seats are released, the same key asks again and gets one
+    c.ok(op="cancel", token=tok, key="free-4", order=made[0])
+    again = c.ok(**buy(tok, "late", date, *ids(1, base=1)))
+    assert again["order"]["status"] == "held"
+    # and that success is remembered: asked again while sold out, the first reply comes back
+    c.ok(**buy(tok, "refill", date, *ids(3, base=2000)))
+    assert left(c, date) == 0
+    assert no_id(c.call(**buy(tok, "late", date, *ids(1, base=1)))) == no_id(again)
+
+
+def test_sold_out_in_the_writer_is_not_remembered_either(alice: Any, clock: FakeClock) -> None:
+    """Two buys race for the last seat in one batch: the loser's key stays free."""
+    svc, c, tok = alice
+    date = clock.date(2)
+    sell_out_business(c, tok, date, keep=1)
+    c.send(**buy(tok, "a", date, *ids(1, base=1)))
+    c.send(**buy(tok, "b", date, *ids(1, base=2)))
+    replies = c.replies(2)
+    assert sorted(r["ok"] for r in replies) == [False, True]
+    loser = next(r for r in replies if not r["ok"])
+    assert loser["error"]["code"] == "sold_out"
+    key = "b" if replies[0]["ok"] else "a"
+    # the same key for another request is not "reused": nothing was remembered under it
+    assert c.error("sold_out", **buy(tok, key, date, *ids(2, base=50)))["error"]["code"] == "sold_out"
+
+
+def test_a_key_still_being_written_is_not_answered_before_the_writer(alice_in_one_process: Any, clock: FakeClock) -> None:
+    """While a buy's commit is held, a different request under its key must wait for it, even
+    when the seat maps already say sold out: the answer is then key_reused, not sold_out."""
+    svc, c, tok = alice_in_one_process
+    date = clock.date(2)
+    sell_out_business(c, tok, date, keep=1)
+    entered, release = threading.Event(), threading.Event()
+    begin = svc.store.begin
+
+    class HeldCommit:
+        def __init__(self, tx: Any) -> None:
+            self._tx = tx
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._tx, name)
+
+        def commit(self) -> None:
+            entered.set()
+            release.wait(wait_max_s)
+            self._tx.commit()
+
+    svc.store.begin = lambda: HeldCommit(begin())
+    try:
+        c.send(**buy(tok, "k", date, *ids(1, base=1)))  # one seat is left: goes to the writer
+        assert entered.wait(wait_max_s)
+        other = SessionClient(svc)
+        other.send(**buy(tok, "k", date, *ids(2, base=7)))  # two seats: hopeless on the maps
+        assert other.session.output() == b""  # not answered before the first is written
+    finally:
+        release.set()
+    assert c.replies(1)[0]["ok"]
+    assert other.replies(1)[0]["error"]["code"] == "key_reused_with_different_request"

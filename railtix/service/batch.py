@@ -33,6 +33,11 @@ log = logging.getLogger("railtix")
 
 MUTATIONS = frozenset({"buy", "pay", "cancel", "refund"})
 
+#: Refusals not remembered under their key. ``sold_out`` says what was free at one moment, not
+#: what the request was: a retry asks again (and may find a seat someone released). The service
+#: also answers it before the writer when the last commit already shows too few seats.
+NOT_REMEMBERED = frozenset({"sold_out"})
+
 
 @dataclass(slots=True)
 class Command:
@@ -269,6 +274,8 @@ class _Run:
             getattr(self, "_" + c.op)(c)
         except Refusal as r:
             c.body = error_body(r)
+            if r.code in NOT_REMEMBERED:
+                return
         self.remember(c)
 
     # --- the commands -------------------------------------------------------------------

@@ -98,6 +98,10 @@ class Service:
         self._auth_waiting = 0
         self._auth_lock = threading.Lock()
         self._tokens: dict[bytes, tuple[int, float]] = {}
+        #: (user, key) of the mutations queued or in a batch, with how many: a buy answered
+        #: ``sold_out`` before the writer must not be one whose key is still being written
+        self._pending: dict[tuple[int, str], int] = {}
+        self._pending_lock = threading.Lock()
         self._stop = threading.Event()
         self._sweep_interval_s = sweep_interval_s
         self._sweeper = threading.Thread(target=self._sweep_loop, name="railtix-sweeper", daemon=True)
@@ -155,11 +159,23 @@ class Service:
     def _submit(self, session: Session, command: Command) -> None:
         command.session = session
         session.wait_for(command)  # the slot first: the writer may answer before submit returns
+        pair = (command.user, command.key) if command.key is not None else None
+        if pair is not None:
+            with self._pending_lock:
+                self._pending[pair] = self._pending.get(pair, 0) + 1
         try:
             self._queue(command)
         except Refusal:
             session.slots.pop()
+            if pair is not None:
+                self._done_with(pair)
             raise
+
+    def _done_with(self, pair: tuple[int, str]) -> None:
+        with self._pending_lock:
+            n = self._pending.pop(pair, 0) - 1
+            if n > 0:
+                self._pending[pair] = n
 
     def _queue(self, command: Command) -> None:
         """Hand a command to the writer, or refuse: stopping, or the queue is full."""
@@ -182,6 +198,8 @@ class Service:
         """Release the replies (they are committed, or nothing was changed) and wake sessions."""
         for c in commands:
             c.ready = True
+            if c.key is not None and c.session is not None:
+                self._done_with((c.user, c.key))
         # grouped by the waker itself: the bound methods of one server compare equal, so a
         # batch wakes each serving loop once, however many of its connections it answered
         by_waker: dict[Waker, dict[int, Session]] = {}
@@ -296,11 +314,37 @@ class Service:
                     raise
                 session.reply(with_id(req.id, stored[1] if stored[0] == print_ else error_body(key_reused(req.key))))
                 return
+            if self._hopeless(ride, req) and (user, req.key) not in self._pending:
+                # sold out as of the last commit: answered here, without the writer (see
+                # docs/decisions.md). A key that already has a reply gets that reply instead.
+                stored = self.store.stored_reply(user, req.key)
+                if stored is None:
+                    raise Refusal(
+                        "sold_out", f"not enough {req.seat_class} seats on {ride.train.number} {ride.date} for this ride"
+                    )
+                session.reply(with_id(req.id, stored[1] if stored[0] == print_ else error_body(key_reused(req.key))))
+                return
         op = req.__struct_config__.tag
         assert op in MUTATIONS
         self._submit(
             session, Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=print_)
         )
+
+    def _hopeless(self, ride: rides.Ride, req: m.Buy) -> bool:
+        """True when the committed seat maps leave fewer seats than the party for this ride.
+
+        Decided on the readers' view, as a search would be: the writer can only find fewer
+        seats than a commit ago, except for seats released by a cancel, refund or expiry in
+        the batch being written, which the next commit shows. Requests whose refusal the
+        writer might word differently (an unknown class, an id number twice) go to the writer.
+        """
+        state = self.cache.many([(ride.train, ride.date)])[ride.run]
+        if req.seat_class not in state.maps:
+            return False
+        party = len(req.passengers)
+        if len({p.id_no for p in req.passengers}) != party:
+            return False
+        return rides.seats_left(state, req.seat_class, ride.mask) < party
 
     # --- reads --------------------------------------------------------------------------------
     def _hello(self, session: Session, req: m.Hello) -> None:
