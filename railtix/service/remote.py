@@ -68,6 +68,10 @@ class _Recorder:
     """Stands in for the readers' RunCache inside the child: remembers what to tell the parent."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was reported for the last batch."""
         self.views: list[tuple[str, int, bytes]] = []
         self.forgotten: list[str] = []
         self.before: str | None = None
@@ -92,7 +96,7 @@ def _child(conn: Connection, location: str, shared: bool, hold_s: float) -> None
     timetable = store.get_timetable()
     assert timetable is not None, "the serving process stores the timetable before starting us"
     recorder = _Recorder()
-    batch = Batch(store, recorder, timetable, hold_s)  # type: ignore[arg-type]
+    batch = Batch(store, recorder, timetable, hold_s)
     decoder = msgspec.msgpack.Decoder(_Batch)
     trains = timetable.train_by_number
     try:
@@ -106,7 +110,7 @@ def _child(conn: Connection, location: str, shared: bool, hold_s: float) -> None
             for op, user, key, print_, args, req, ride in got.cmds:
                 r = None if ride is None else Ride(trains[ride[0]], ride[1], ride[2], ride[3], ride[4])
                 cmds.append(Command(op, source=None, user=user, req=req, ride=r, key=key, fingerprint=print_, args=args))
-            recorder.__init__()  # type: ignore[misc]
+            recorder.reset()
             try:
                 batch.apply(cmds, got.now)
             except Exception:
