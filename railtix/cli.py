@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import sysconfig
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -812,7 +813,7 @@ def _read_timetable(data: bytes, source: str) -> Timetable:
 
 @main.command()
 @click.option("--model", "model_name", default=None, type=click.Choice(sorted(MODELS)),
-              help="Serving model (default asyncio): " + "; ".join(f"{k}: {v}" for k, v in sorted(DESCRIPTIONS.items())))
+              help="Serving model (default asyncio; each is described below).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes for the processes model; 0 means one per core.")
 @click.option("--tcp", default=DEFAULT_TCP, show_default=True, metavar="HOST:PORT",
@@ -823,8 +824,8 @@ def _read_timetable(data: bytes, source: str) -> Timetable:
 @click.option("--timetable", "timetable_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Timetable JSON to load on first start instead of the demo.")
 @click.option("--writer", type=click.Choice(["process", "thread"]), default="process", show_default=True,
-              help="Where purchases are written: a process of their own (the event loop keeps its "
-                   "interpreter lock to itself), or a thread beside the event loop.")
+              help="Where each serving process writes purchases, in every model: a child process "
+                   "(the connections keep their interpreter lock to themselves), or a thread beside them.")
 def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_minutes: float,
           timetable_file: str | None, writer: str) -> None:
     """Run a server. It prints `railtix listening tcp://HOST:PORT` once it accepts connections."""
@@ -886,6 +887,12 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
     except KeyboardInterrupt:
         pass
     click.echo("railtix stopped", err=True)
+
+
+serve.help = (serve.help or "") + "\n\n\b\nServing models (--model):\n" + "\n".join(
+    textwrap.fill(text, 76, initial_indent=f"  {name:<10} ", subsequent_indent=" " * 13)
+    for name, text in sorted(DESCRIPTIONS.items())
+)
 
 
 def _counts(store: Any) -> tuple[int, int] | None:

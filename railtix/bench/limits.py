@@ -59,8 +59,12 @@ server_stop_timeout_s = 30.0
 #: Seconds the setup (register, login, timetable checks) may take in all.
 setup_timeout_s = 300.0
 
-#: Seconds of one bench run's timeline kept in per-second buckets (a soak longer than this
-#: still runs; its later seconds are folded into the last bucket).
+#: Width of one bucket of the timeline (throughput over time), in seconds. A rush may sell out
+#: in three or four seconds: whole-second buckets would draw it as three points.
+tick_s = 0.25
+
+#: Seconds of one bench run's timeline kept in buckets (a soak longer than this still runs;
+#: its later seconds are folded into the last bucket).
 timeline_seconds_max = 86_400
 
 #: Lines of audit findings kept in reports; counts are always exact.

@@ -20,7 +20,7 @@ counts that wait too. No correction is needed or applied there.
 
 Several processes (``--processes``) each run their share of the clients (client c goes to process
 c mod P), meet at a barrier once connected, and return their histograms (HdrHistogram's encoded
-form), counters and per-second buckets for ``report`` to merge.
+form), counters and counts per tick (``limits.tick_s``) for ``report`` to merge.
 """
 
 from __future__ import annotations
@@ -136,20 +136,20 @@ class Board:
 
 
 class Recorder:
-    """Counters, latencies (µs, per kind) and per-second buckets of one process."""
+    """Counters, latencies (µs, per kind) and counts per tick (``limits.tick_s``) of one process."""
 
-    def __init__(self, seconds: int) -> None:
+    def __init__(self, ticks: int) -> None:
         self.lat = [array("q") for _ in OPS]
         self.ok = [0] * len(OPS)
         self.err = [0] * len(OPS)
         self.errors: dict[str, int] = {}
         self.errors_by_op: dict[str, dict[str, int]] = {}
-        self.seconds = seconds
-        self.ok_per_s = [array("l", bytes(8 * seconds)) for _ in OPS]
-        self.err_per_s = array("l", bytes(8 * seconds))
+        self.ticks = ticks
+        self.ok_by_tick = [array("l", bytes(8 * ticks)) for _ in OPS]
+        self.err_by_tick = array("l", bytes(8 * ticks))
         self.last_buy_ns = 0
 
-    def error(self, kind: int, code: str, sec: int, replied: bool = True) -> None:
+    def error(self, kind: int, code: str, tick: int, replied: bool = True) -> None:
         """An error by code; ``replied`` is False for requests that never got a reply
         (``unanswered``, ``connection_lost``): counted by code, but not as replies."""
         self.errors[code] = self.errors.get(code, 0) + 1
@@ -157,7 +157,7 @@ class Recorder:
         per[code] = per.get(code, 0) + 1
         if replied:
             self.err[kind] += 1
-            self.err_per_s[min(max(sec, 0), self.seconds - 1)] += 1
+            self.err_by_tick[min(max(tick, 0), self.ticks - 1)] += 1
 
 
 class Client(asyncio.Protocol):
@@ -292,9 +292,9 @@ class Client(asyncio.Protocol):
         self.transport = None
         e = self.e
         if self.inflight and not e.closing:
-            sec = e.second(time.perf_counter_ns())
+            tick = e.tick(time.perf_counter_ns())
             for _, kind, _, _ in self.inflight:
-                e.rec.error(kind, "connection_lost", sec, replied=False)
+                e.rec.error(kind, "connection_lost", tick, replied=False)
             e.lost_in_flight += len(self.inflight)
             self.inflight.clear()
         self.finish()
@@ -309,29 +309,29 @@ class Client(asyncio.Protocol):
             e.protocol_errors += 1
             return
         prefix = b'{"id":%d,' % rid
-        sec = (now - e.t0) // 1_000_000_000
+        tick = e.tick(now)
         if not line.startswith(prefix):
             # A refusal of the whole connection (busy, timeout, shutting_down) carries no id of
             # ours: count it by its code. Anything else is a reply out of order.
             i = line.find(_CODE)
             if line.startswith(b'{"id":null,') and i >= 0:
-                rec.error(kind, line[i + 8 : line.index(b'"', i + 8)].decode(), sec)
+                rec.error(kind, line[i + 8 : line.index(b'"', i + 8)].decode(), tick)
             else:
                 e.protocol_errors += 1
-                rec.error(kind, "reply_id_mismatch", sec)
+                rec.error(kind, "reply_id_mismatch", tick)
             return
         rec.lat[kind].append((now - t0) // 1000)
         if line.startswith(_OK, len(prefix)):
             rec.ok[kind] += 1
-            if sec < rec.seconds:
-                rec.ok_per_s[kind][sec] += 1
+            if tick < rec.ticks:
+                rec.ok_by_tick[kind][tick] += 1
             if kind == K_SEARCH:
                 return
             self.ok_reply(kind, ctx, line, now)
             return
         i = line.find(_CODE)
         code = line[i + 8 : line.index(b'"', i + 8)].decode() if i >= 0 else "unreadable_error"
-        rec.error(kind, code, sec)
+        rec.error(kind, code, tick)
         if kind == K_BUY:
             step = ctx
             if step.hot >= 0 and e.board is not None:
@@ -408,8 +408,8 @@ class Engine:
         self.open_loop = spec.rate > 0
         self.rate = spec.rate / spec.processes
         self.board = Board(self.plan) if self.plan.mix.hot else None
-        seconds = min(limits.timeline_seconds_max, int(spec.duration_s + spec.drain_s) + 2)
-        self.rec = Recorder(seconds)
+        seconds = min(limits.timeline_seconds_max, spec.duration_s + spec.drain_s + 2)
+        self.rec = Recorder(int(seconds / limits.tick_s) + 1)
         self.indices = list(range(worker, spec.clients, spec.processes))
         self.clients: list[Client] = []
         self.acks: dict[bytes, str] = {}
@@ -424,13 +424,15 @@ class Engine:
         self.stopping = False
         self.closing = False
         self.t0 = 0
+        self.tick_ns = int(limits.tick_s * 1e9)
         self.last_reply_ns = 0
         self.cpu_s = 0.0
         self.finished = 0
         self.all_finished: asyncio.Event | None = None
 
-    def second(self, now: int) -> int:
-        return (now - self.t0) // 1_000_000_000
+    def tick(self, now: int) -> int:
+        """The timeline bucket of a moment (``limits.tick_s`` wide)."""
+        return (now - self.t0) // self.tick_ns
 
     def client_finished(self) -> None:
         self.finished += 1
@@ -513,9 +515,9 @@ class Engine:
         unanswered = 0
         for c in self.clients:
             unanswered += len(c.inflight)
-            sec = self.second(end)
+            tick = self.tick(end)
             for _, kind, _ctx, _ in c.inflight:
-                self.rec.error(kind, "unanswered", sec, replied=False)
+                self.rec.error(kind, "unanswered", tick, replied=False)
             if c.transport is not None:
                 c.transport.abort()
         await asyncio.sleep(0)
@@ -611,8 +613,8 @@ class Engine:
             "errors_by_op": rec.errors_by_op,
             "hist": raw,
             "hist_corrected": corrected,
-            "ok_per_s": {op: list(rec.ok_per_s[k]) for k, op in enumerate(OPS)},
-            "err_per_s": list(rec.err_per_s),
+            "ok_by_tick": {op: list(rec.ok_by_tick[k]) for k, op in enumerate(OPS)},
+            "err_by_tick": list(rec.err_by_tick),
             "acks": {k.decode(): v for k, v in self.acks.items()},
             "pending": {k.decode(): OPS[v] for k, v in self.pending.items()},
             "key_mismatches": self.key_mismatches,

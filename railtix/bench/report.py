@@ -4,7 +4,7 @@ then a table for people, JSON for scripts and a PNG for the eye.
 The JSON's top level has what outside scripts read: ``confirmed_per_s``, ``latency_ms`` (per
 operation: p50, p90, p99, p999, in milliseconds), ``errors`` (count per error code) and
 ``audit`` (``oversold``, ``lost``, ``duplicates`` and the store's other checks). Every other
-figure is there too, with the timeline in per-second buckets.
+figure is there too, with the timeline as rates per second over buckets of ``timeline_tick_s``.
 
 Rates: ``requests_per_s`` is every reply over the whole run (until the last reply);
 ``confirmed_per_s`` is confirmed purchases (``ok`` replies to first-time buys) over the selling
@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from hdrh.histogram import HdrHistogram
 
+from railtix.bench import limits
 from railtix.bench.load import HIST_DIGITS, HIST_HIGH_US, HIST_LOW_US, OPS
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
@@ -92,8 +93,8 @@ def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         m["key_inconsistent"] += [tuple(x) for x in r["key_inconsistent"]]
     m["hist"] = _histograms([r["hist"] for r in results])
     m["hist_corrected"] = _histograms([r["hist_corrected"] for r in results])
-    m["ok_per_s"] = {op: _sum_series([r["ok_per_s"][op] for r in results]) for op in OPS}
-    m["err_per_s"] = _sum_series([r["err_per_s"] for r in results])
+    m["ok_by_tick"] = {op: _sum_series([r["ok_by_tick"][op] for r in results]) for op in OPS}
+    m["err_by_tick"] = _sum_series([r["err_by_tick"] for r in results])
     return m
 
 
@@ -176,12 +177,13 @@ def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
         ),
         "errors": dict(sorted(m["errors"].items(), key=lambda kv: -kv[1])),
         "errors_by_op": m["errors_by_op"],
+        "timeline_tick_s": limits.tick_s,
         "timeline": {
-            "requests": [sum(v) for v in zip(*(m["ok_per_s"][op] for op in OPS), m["err_per_s"], strict=True)],
-            "confirmed": m["ok_per_s"]["buy"],
-            "searches": m["ok_per_s"]["search"],
-            "paid": m["ok_per_s"]["pay"],
-            "errors": m["err_per_s"],
+            "requests": _rates([sum(v) for v in zip(*(m["ok_by_tick"][op] for op in OPS), m["err_by_tick"], strict=True)]),
+            "confirmed": _rates(m["ok_by_tick"]["buy"]),
+            "searches": _rates(m["ok_by_tick"]["search"]),
+            "paid": _rates(m["ok_by_tick"]["pay"]),
+            "errors": _rates(m["err_by_tick"]),
         },
         "generator": {
             "sent": m["sent"],
@@ -221,9 +223,14 @@ def _conservative(raw: dict[str, dict[str, float]], corrected: dict[str, dict[st
     return out
 
 
-def _trim_timeline(tl: dict[str, list[int]], elapsed: float) -> None:
-    """Whole seconds only: a last, partial second would read as a fall in throughput."""
-    keep = max(1, int(elapsed))
+def _rates(counts: Sequence[int]) -> list[float]:
+    """Counts per tick as rates per second."""
+    return [round(n / limits.tick_s, 1) for n in counts]
+
+
+def _trim_timeline(tl: dict[str, list[float]], elapsed: float) -> None:
+    """Whole ticks only: a last, partial tick would read as a fall in throughput."""
+    keep = max(1, int(elapsed / limits.tick_s))
     for k in tl:
         tl[k] = tl[k][:keep]
 
@@ -250,7 +257,7 @@ def table(doc: dict[str, Any]) -> Any:
     from rich.table import Table
 
     t = Table(title=f"railtix bench {doc['scenario']} — {doc['clients']} clients, seed {doc['seed']}, {doc['target']}")
-    for col in ("op", "ok", "errors", "per s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"):
+    for col in ("op", "ok", "errors", "replies/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"):
         t.add_column(col, justify="left" if col == "op" else "right", no_wrap=True)
     lat = doc["latency_ms"]
     for op, row in doc["ops"].items():
@@ -313,7 +320,8 @@ def plot(doc: dict[str, Any], path: str) -> None:
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8.5))
     tl = doc["timeline"]
-    xs = list(range(len(tl["requests"])))
+    tick = doc.get("timeline_tick_s", 1.0)
+    xs = [i * tick for i in range(len(tl["requests"]))]
     top.plot(xs, tl["requests"], label="replies/s (ok and errors)", color="tab:blue")
     top.plot(xs, tl["confirmed"], label="confirmed purchases/s", color="tab:green")
     if any(tl["searches"]):
@@ -324,15 +332,16 @@ def plot(doc: dict[str, Any], path: str) -> None:
         top.plot(xs, tl["errors"], label="errors/s", color="tab:red")
     c = doc.get("ceiling")
     if c and c.get("timeline"):
-        top.plot(range(len(c["timeline"])), c["timeline"], "--", color="grey", label="null server replies/s (ceiling)")
-    top.set_xlabel("second of the run")
+        top.plot([i * tick for i in range(len(c["timeline"]))], c["timeline"], "--", color="grey",
+                 label="null server replies/s (ceiling)")
+    top.set_xlabel(f"seconds into the run ({tick:g} s buckets)")
     top.set_ylabel("per second")
     top.set_title(
         f"railtix bench {doc['scenario']}: {doc['clients']} clients, pipeline {doc['pipeline']}, "
         f"{doc['processes']} process(es), seed {doc['seed']} — {doc.get('server', '')}"
     )
     top.grid(alpha=0.3)
-    top.legend(loc="upper right", fontsize=8)
+    top.legend(loc="best", fontsize=8)
     lat = doc["latency_ms"]
     ops = list(lat)
     width = 0.2
