@@ -70,6 +70,13 @@ writer_batch_max = 2048
 #: 156 trains x 15 days x a few dozen station pairs, so past this the memo simply starts afresh.
 ride_memo_max = 100_000
 
+#: The filter of idempotency keys that may have a stored reply (railtix/service/keyfilter.py):
+#: 2^27 bits (16 MiB) and 7 hashes. Past ``key_filter_load_max`` stored keys (about half a
+#: minute of reading at start) the server does without it and reads the store for each check.
+key_filter_bits = 1 << 27
+key_filter_hashes = 7
+key_filter_load_max = 5_000_000
+
 #: Password hashes computed at once, and waiting. scrypt is deliberately slow (~50 ms and 16 MiB
 #: each); unbounded, a login storm would take all memory and CPU.
 auth_workers = 2

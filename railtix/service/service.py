@@ -24,8 +24,9 @@ from railtix.core import rides
 from railtix.core.errors import Refusal
 from railtix.core.seats import available
 from railtix.core.timetable import Timetable, ride_mask, validate
-from railtix.service import auth
+from railtix.service import auth, keyfilter
 from railtix.service.batch import MUTATIONS, Batch, Command, key_reused
+from railtix.service.keyfilter import KeyFilter
 from railtix.service.remote import WriterProcess
 from railtix.service.runs import RunCache
 from railtix.service.session import Session, Waker
@@ -102,6 +103,8 @@ class Service:
         #: ``sold_out`` before the writer must not be one whose key is still being written
         self._pending: dict[tuple[int, str], int] = {}
         self._pending_lock = threading.Lock()
+        #: keys that may have a stored reply (None: ask the store every time)
+        self._keys: KeyFilter | None = None if store.shared else keyfilter.load(store.all_keys())
         self._stop = threading.Event()
         self._sweep_interval_s = sweep_interval_s
         self._sweeper = threading.Thread(target=self._sweep_loop, name="railtix-sweeper", daemon=True)
@@ -196,9 +199,12 @@ class Service:
 
     def _wake(self, commands: list[Command]) -> None:
         """Release the replies (they are committed, or nothing was changed) and wake sessions."""
+        keys = self._keys
         for c in commands:
             c.ready = True
             if c.key is not None and c.session is not None:
+                if keys is not None:  # into the filter before it stops being pending
+                    keys.add(c.user, c.key)
                 self._done_with((c.user, c.key))
         # grouped by the waker itself: the bound methods of one server compare equal, so a
         # batch wakes each serving loop once, however many of its connections it answered
@@ -317,7 +323,8 @@ class Service:
             if self._hopeless(ride, req) and (user, req.key) not in self._pending:
                 # sold out as of the last commit: answered here, without the writer (see
                 # docs/decisions.md). A key that already has a reply gets that reply instead.
-                stored = self.store.stored_reply(user, req.key)
+                maybe = self._keys is None or self._keys.may_exist(user, req.key)
+                stored = self.store.stored_reply(user, req.key) if maybe else None
                 if stored is None:
                     raise Refusal(
                         "sold_out", f"not enough {req.seat_class} seats on {ride.train.number} {ride.date} for this ride"

@@ -121,6 +121,9 @@ class Store(Protocol):
     def stored_reply(self, user: int, key: str) -> tuple[str, bytes] | None:
         """The remembered (fingerprint, reply) of a user's idempotency key, if any."""
 
+    def all_keys(self) -> Iterator[tuple[int, str]]:
+        """Every stored (user, idempotency key)."""
+
     def order(self, order_id: str) -> Order | None: ...
 
     def orders_of(self, user: int, limit: int) -> list[Order]: ...

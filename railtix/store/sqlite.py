@@ -165,6 +165,15 @@ class SqliteStore:
         ).fetchone()
         return (row[0], bytes(row[1])) if row else None
 
+    def all_keys(self) -> Iterator[tuple[int, str]]:
+        """Every (user, idempotency key) stored, in no particular order."""
+        conn = self._connect()  # its own, so that a caller may read while iterating
+        try:
+            for user, key in conn.execute("SELECT user_id, key FROM keys"):
+                yield int(user), str(key)
+        finally:
+            _release(self._all, self._all_lock, conn)
+
     def order(self, order_id: str) -> Order | None:
         row = self._conn.execute("SELECT body FROM orders WHERE id=?", (order_id,)).fetchone()
         return decode_order(row[0]) if row else None
