@@ -20,6 +20,7 @@ there was one), the readers' views are dropped, and a new child is started for t
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import signal
@@ -99,6 +100,7 @@ def _child(conn: Connection, location: str, shared: bool, hold_s: float) -> None
     batch = Batch(store, recorder, timetable, hold_s)
     decoder = msgspec.msgpack.Decoder(_Batch)
     trains = timetable.train_by_number
+    gc.freeze()  # the timetable and modules stay: full collections need not walk them
     try:
         while True:
             try:

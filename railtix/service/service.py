@@ -8,6 +8,7 @@ runs in a small bounded pool so that it stalls no connection.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import threading
@@ -133,6 +134,10 @@ class Service:
         if isinstance(self.batch, WriterProcess):
             self.batch.start()
         self.writer.start()
+        # What exists now (timetable, routes, the key filter, imported modules) lives as long as
+        # the server: move it out of the collector's way, so that a full collection under load
+        # walks only what the load made.
+        gc.freeze()
         self._sweeper.start()
         return self
 
