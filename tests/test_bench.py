@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import msgspec
 import pytest
 from click.testing import CliRunner
@@ -197,6 +198,9 @@ def test_compare_configurations() -> None:
         "name": "a", "model": "threads", "clients": 100, "slow": 1, "rate": 2.5,
     }
     assert parse_config("clients=3")["model"] == "asyncio"
+    assert parse_config("writer=thread,clients=3")["writer"] == "thread"
+    with pytest.raises(click.BadParameter):
+        parse_config("writer=fibre")
     with pytest.raises(Exception, match="key one of"):
         parse_config("colour=blue")
     cfgs = grid(["serial", "asyncio"], [1, 10], slow=True)

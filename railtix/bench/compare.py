@@ -8,7 +8,8 @@ slow client unless ``--no-slow-client``) or one by one::
     --config "name=async-1k,model=asyncio,clients=1000,pipeline=1,processes=2,slow=1,workers=2"
 
 Keys: name, model, clients, pipeline, processes, rate, slow (0/1), workers (passed to
-``railtix serve --workers``), scenario, duration. Model names are passed through to the server
+``railtix serve --workers``), writer (``process`` or ``thread``, passed to ``railtix serve
+--writer``), scenario, duration. Model names are passed through to the server
 unchecked, so the comparison covers whatever models the server has; one that does not start is
 reported as failed and the rest still run.
 
@@ -31,7 +32,7 @@ from railtix.bench.runner import BenchFailed, Options, execute, new_seed
 
 _INT_KEYS = {"clients", "pipeline", "processes", "slow", "workers"}
 _FLOAT_KEYS = {"rate", "duration"}
-_KEYS = _INT_KEYS | _FLOAT_KEYS | {"name", "model", "scenario"}
+_KEYS = _INT_KEYS | _FLOAT_KEYS | {"name", "model", "scenario", "writer"}
 
 
 def parse_config(text: str) -> dict[str, Any]:
@@ -48,6 +49,8 @@ def parse_config(text: str) -> dict[str, Any]:
             out[key] = int(value) if key in _INT_KEYS else float(value) if key in _FLOAT_KEYS else value
         except ValueError:
             raise click.BadParameter(f"{part!r}: {key} needs a number") from None
+    if out.get("writer", "process") not in ("process", "thread"):
+        raise click.BadParameter(f"writer={out['writer']}: expected process or thread")
     out.setdefault("model", "asyncio")
     return out
 
@@ -61,12 +64,23 @@ def grid(models: list[str], clients: list[int], slow: bool) -> list[dict[str, An
     return out
 
 
+def _server_args(cfg: dict[str, Any]) -> tuple[str, ...]:
+    args: tuple[str, ...] = ()
+    if cfg.get("workers"):
+        args += ("--workers", str(cfg["workers"]))
+    if cfg.get("writer"):
+        args += ("--writer", str(cfg["writer"]))
+    return args
+
+
 def _name(cfg: dict[str, Any]) -> str:
     if cfg.get("name"):
         return str(cfg["name"])
     name = f"{cfg['model']}-{cfg.get('clients', 0)}"
     if cfg.get("workers"):
         name += f"-w{cfg['workers']}"
+    if cfg.get("writer"):
+        name += f"-{cfg['writer']}-writer"
     if cfg.get("pipeline", 1) != 1:
         name += f"-k{cfg['pipeline']}"
     return name + ("+slow" if cfg.get("slow") else "")
@@ -75,7 +89,7 @@ def _name(cfg: dict[str, Any]) -> str:
 def _row(cfg: dict[str, Any], doc: dict[str, Any] | None, failed: str | None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": _name(cfg), "model": cfg["model"], "clients": cfg.get("clients"), "slow": bool(cfg.get("slow")),
-        "workers": cfg.get("workers"), "pipeline": cfg.get("pipeline", 1),
+        "workers": cfg.get("workers"), "pipeline": cfg.get("pipeline", 1), "writer": cfg.get("writer"),
     }
     if doc is None:
         row["failed"] = failed or "unknown"
@@ -153,7 +167,7 @@ def compare_command(
             duration_s=float(cfg.get("duration", duration_s)),
             model=str(cfg["model"]),
             slow_client=bool(cfg.get("slow", 0)),
-            server_args=("--workers", str(cfg["workers"])) if cfg.get("workers") else (),
+            server_args=_server_args(cfg),
         )
         click.echo(f"\n[{i}/{len(cfgs)}] {_name(cfg)}")
         try:
