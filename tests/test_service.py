@@ -453,15 +453,33 @@ def test_orders_of_one_batch_are_stored_in_id_order_and_ids_are_not_guessable(al
 
 
 # --- the writer in a process of its own ----------------------------------------------------------
-def test_a_writer_process_that_dies_costs_one_batch_and_is_replaced(make_service: Any, clock: FakeClock) -> None:
+def test_a_writer_process_found_dead_is_replaced_before_the_batch(make_service: Any, clock: FakeClock) -> None:
+    svc = make_service(writer_process=True)
+    c = SessionClient(svc)
+    tok = c.login("alice")
+    date = clock.date(2)
+    c.ok(**buy(tok, "k1", date, *ids(1)))
+    svc.batch._proc.kill()
+    svc.batch._proc.join(wait_max_s)
+    assert c.ok(**buy(tok, "k2", date, *ids(1, base=1)))["order"]["status"] == "held"
+    assert left(c, date) == G1_BUSINESS_SEATS - 2
+
+
+def test_a_writer_process_that_dies_in_a_batch_costs_that_batch_and_is_replaced(
+    make_service: Any, clock: FakeClock
+) -> None:
     svc = make_service(writer_process=True)
     c = SessionClient(svc)
     tok = c.login("alice")
     date = clock.date(2)
     first = c.ok(**buy(tok, "k1", date, *ids(1)))
-    svc.batch._proc.kill()
-    svc.batch._proc.join(wait_max_s)
+    proc = svc.batch._proc
+    alive = proc.is_alive
+    proc.is_alive = lambda: True  # as if it died after the check, with the batch on its way
+    proc.kill()
+    proc.join(wait_max_s)
     lost = c.error("internal_error", **buy(tok, "k2", date, *ids(1, base=1)))
+    proc.is_alive = alive
     assert "may or may not" in lost["error"]["message"]
     # a new writer answers the retry, and the first buy's key still gives its first reply
     again = c.ok(**buy(tok, "k2", date, *ids(1, base=1)))
@@ -563,3 +581,34 @@ def test_a_key_still_being_written_is_not_answered_before_the_writer(alice_in_on
         release.set()
     assert c.replies(1)[0]["ok"]
     assert other.replies(1)[0]["error"]["code"] == "key_reused_with_different_request"
+
+
+def test_a_shared_store_has_no_key_filter(make_service: Any, clock: FakeClock) -> None:
+    """The processes model marks its store shared before it starts the service: the filter,
+    which only knows this process's keys, must not be used then."""
+    from railtix.service.service import Service
+    from railtix.store import open_store
+
+    alone = make_service()
+    assert alone._keys is not None
+    store = open_store(alone.store.location)
+    shared = Service(store, clock=clock, sweep_interval_s=3600.0)
+    store.shared = True
+    shared.start()
+    try:
+        assert shared._keys is None
+    finally:
+        shared.stop()
+
+
+def test_ids_made_in_one_millisecond_keep_close_to_their_millisecond() -> None:
+    """Many ids in one millisecond step up by random strides under 2^24: they stay unique and
+    ordered without running far ahead of the clock part of the id."""
+    from railtix.service.batch import _value, new_order_ids
+
+    now = 1_800_000_000.0
+    made = new_order_ids(1000, now, None)
+    values = [_value(i) for i in made]
+    assert values == sorted(set(values))
+    base = int(now * 1000) << 32
+    assert base <= values[0] and values[-1] < base + (1 << 32) + 1000 * (1 << 24)

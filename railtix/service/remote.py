@@ -16,6 +16,9 @@ reply is ``ok`` (only a committed login has one).
 If the child dies, the batch it held has an unknown outcome: its commands are answered with
 ``internal_error`` saying so (a retry with the same key is safe: it returns the first reply if
 there was one), the readers' views are dropped, and a new child is started for the next batch.
+A child found dead before a batch is sent costs nothing but the restart. The child ignores
+SIGINT and SIGTERM, which reach the whole process group: the parent drains its queue through
+it and then closes the pipe.
 """
 
 from __future__ import annotations
@@ -89,7 +92,10 @@ class _Recorder:
 
 def _child(conn: Connection, location: str, shared: bool, hold_s: float) -> None:
     """The writer process: apply each batch that arrives, answer, until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent drains us
+    # Ctrl-C and a service manager's SIGTERM reach the whole group; the parent drains its queue
+    # through us and then closes the pipe, which is our signal to finish
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from railtix.store import open_store
 
     store = open_store(location)
@@ -159,14 +165,17 @@ class WriterProcess:
                 c.req if c.op in ("buy", "pay", "cancel", "refund") else None,
                 None if ride is None else (ride.train.number, ride.date, ride.start, ride.end, ride.departs),
             ))
+        if self._proc is None or not self._proc.is_alive():  # died while idle: nothing was sent
+            if self._proc is not None:
+                log.error("the writer process had stopped (exit code %s); starting another", self._proc.exitcode)
+                self._lost()
+            self.start()
         try:
-            if self._conn is None:
-                self.start()
             assert self._conn is not None
             self._conn.send_bytes(_encoder.encode(_Batch(now, wire)))
             done = self._decoder.decode(self._conn.recv_bytes())
-        except (EOFError, OSError):
-            log.exception("the writer process stopped; starting another")
+        except (EOFError, OSError, msgspec.DecodeError):
+            log.exception("the writer process stopped or answered nonsense; starting another")
             self._lost()
             unknown = error_body(Refusal(
                 "internal_error",
@@ -178,6 +187,14 @@ class WriterProcess:
             return
         for c, body in zip(cmds, done.bodies, strict=True):
             c.body = body
+        # committed: nothing below may turn the replies into errors
+        try:
+            self._after_commit(cmds, done)
+        except Exception:
+            log.exception("publishing a committed batch failed; readers will reload")
+            self._cache.clear()
+
+    def _after_commit(self, cmds: list[Command], done: _Done) -> None:
         cache = self._cache
         if done.forget_before is not None:
             cache.forget_before(done.forget_before)
@@ -194,12 +211,15 @@ class WriterProcess:
                     log.exception("an after-commit action failed")
 
     def _lost(self) -> None:
-        """The child is gone: forget what readers were shown and start afresh next batch."""
+        """The child is gone or useless: make sure it is gone, forget what readers were shown,
+        and start afresh with the next batch."""
         self._cache.clear()
         if self._conn is not None:
             self._conn.close()
         if self._proc is not None:
-            self._proc.join(1)
+            if self._proc.is_alive():  # it must not write on behind our back
+                self._proc.kill()
+            self._proc.join(stop_timeout_s)
         self._conn = self._proc = None
 
     def stop(self) -> None:

@@ -104,8 +104,9 @@ class Service:
         #: ``sold_out`` before the writer must not be one whose key is still being written
         self._pending: dict[tuple[int, str], int] = {}
         self._pending_lock = threading.Lock()
-        #: keys that may have a stored reply (None: ask the store every time)
-        self._keys: KeyFilter | None = None if store.shared else keyfilter.load(store.all_keys())
+        #: keys that may have a stored reply (None: ask the store every time); made at start,
+        #: once the serving model has said whether other processes share the store
+        self._keys: KeyFilter | None = None
         self._stop = threading.Event()
         self._sweep_interval_s = sweep_interval_s
         self._sweeper = threading.Thread(target=self._sweep_loop, name="railtix-sweeper", daemon=True)
@@ -131,6 +132,8 @@ class Service:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Service:
+        if not self.store.shared:
+            self._keys = keyfilter.load(self.store.all_keys())
         if isinstance(self.batch, WriterProcess):
             self.batch.start()
         self.writer.start()
@@ -347,8 +350,10 @@ class Service:
 
         Decided on the readers' view, as a search would be: the writer can only find fewer
         seats than a commit ago, except for seats released by a cancel, refund or expiry in
-        the batch being written, which the next commit shows. Requests whose refusal the
-        writer might word differently (an unknown class, an id number twice) go to the writer.
+        the batch being written, which the next commit shows. An unknown class or an id number
+        twice go to the writer, whose refusal says so. A passenger already booked on the run is
+        not checked here (readers' views have no passenger index): such a buy on a sold-out
+        ride is told ``sold_out`` where the writer would have named the passenger.
         """
         state = self.cache.many([(ride.train, ride.date)])[ride.run]
         if req.seat_class not in state.maps:
