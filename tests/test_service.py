@@ -612,3 +612,23 @@ def test_ids_made_in_one_millisecond_keep_close_to_their_millisecond() -> None:
     assert values == sorted(set(values))
     base = int(now * 1000) << 32
     assert base <= values[0] and values[-1] < base + (1 << 32) + 1000 * (1 << 24)
+
+
+def test_the_writer_process_ends_on_sigterm_and_none_starts_after_stop(make_service: Any, clock: FakeClock) -> None:
+    """Python's multiprocessing ends leftover children with SIGTERM at exit and then waits for
+    them: a child that ignored it would hang the exit of a server stopped out of order."""
+    from railtix.service.batch import Command
+
+    svc = make_service(writer_process=True)
+    c = SessionClient(svc)
+    c.login("alice")
+    writer = svc.batch
+    proc = writer._proc
+    proc.terminate()
+    proc.join(wait_max_s)
+    assert not proc.is_alive()
+    writer.stop()
+    late = Command("sweep", source="test")
+    writer.apply([late], clock())
+    assert late.body is not None and b"shutting_down" in late.body
+    assert writer._proc is None  # nothing was started

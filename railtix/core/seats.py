@@ -112,16 +112,18 @@ def _group(
     free: np.ndarray, touching: np.ndarray, layout: SeatLayout, count: int, wanted: list[str]
 ) -> list[int]:
     starts = layout.row_starts
-    free_per_row = np.add.reduceat(free.astype(np.int32), starts)
-    rows = np.flatnonzero(free_per_row >= count)
-    if rows.size:
+    # free and touching seats per row, in one pass over both
+    per_row = np.add.reduceat(np.stack((free, touching)), starts, axis=1, dtype=np.int32)
+    roomy = per_row[0] >= count
+    if roomy.any():
         # Best fit: the row whose free seats touch sold legs the most, the first such row on a
         # tie. Wished letters are weighed only among a few of the best rows (a Python loop).
-        touch_per_row = np.add.reduceat(touching.astype(np.int32), starts)[rows]
-        order = rows[np.argsort(-np.minimum(touch_per_row, count), kind="stable")]
+        fit = np.minimum(per_row[1], count)
         if not wanted:
-            r = int(order[0])
+            r = int(np.where(roomy, fit, -1).argmax())  # argmax: the first of the best
             return _pick_in_row(free, touching, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
+        rows = np.flatnonzero(roomy)
+        order = rows[np.argsort(-fit[rows], kind="stable")]
         # The row granting the most wished letters, the best-fit first on a tie. A row grants
         # as many as its free letters have in common with the wishes (a multiset
         # intersection), so rows are scored without picking their seats.

@@ -17,8 +17,10 @@ If the child dies, the batch it held has an unknown outcome: its commands are an
 ``internal_error`` saying so (a retry with the same key is safe: it returns the first reply if
 there was one), the readers' views are dropped, and a new child is started for the next batch.
 A child found dead before a batch is sent costs nothing but the restart. The child ignores
-SIGINT and SIGTERM, which reach the whole process group: the parent drains its queue through
-it and then closes the pipe.
+SIGINT, which reaches the whole process group: the parent drains its queue through it and then
+closes the pipe. A SIGTERM sent to the whole group (a service manager's stop) ends the child at
+once: the batch it held is answered as above and a new child drains the rest. Once stopped, no
+new child is started.
 """
 
 from __future__ import annotations
@@ -92,10 +94,10 @@ class _Recorder:
 
 def _child(conn: Connection, location: str, shared: bool, hold_s: float) -> None:
     """The writer process: apply each batch that arrives, answer, until the pipe closes."""
-    # Ctrl-C and a service manager's SIGTERM reach the whole group; the parent drains its queue
-    # through us and then closes the pipe, which is our signal to finish
+    # Ctrl-C reaches the whole group; the parent drains its queue through us and then closes
+    # the pipe, which is our signal to finish. SIGTERM keeps its default: it is how Python's
+    # multiprocessing ends a child at exit when the parent could not stop it in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from railtix.store import open_store
 
     store = open_store(location)
@@ -143,6 +145,7 @@ class WriterProcess:
         self._ctx = multiprocessing.get_context("spawn")  # not fork: the parent has threads
         self._conn: Connection | None = None
         self._proc: Any = None
+        self._stopped = False
 
     def start(self) -> None:
         ours, theirs = self._ctx.Pipe()
@@ -165,6 +168,11 @@ class WriterProcess:
                 c.req if c.op in ("buy", "pay", "cancel", "refund") else None,
                 None if ride is None else (ride.train.number, ride.date, ride.start, ride.end, ride.departs),
             ))
+        if self._stopped:  # the writer thread outlived its grace: answer, start nothing
+            stopping = error_body(Refusal("shutting_down", "the server is stopping"))
+            for c in cmds:
+                c.body = stopping
+            return
         if self._proc is None or not self._proc.is_alive():  # died while idle: nothing was sent
             if self._proc is not None:
                 log.error("the writer process had stopped (exit code %s); starting another", self._proc.exitcode)
@@ -223,6 +231,7 @@ class WriterProcess:
         self._conn = self._proc = None
 
     def stop(self) -> None:
+        self._stopped = True
         if self._conn is not None:
             self._conn.close()  # EOF: the child closes its store and exits
         if self._proc is not None:
