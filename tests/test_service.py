@@ -139,15 +139,13 @@ def test_a_retry_after_departure_returns_the_first_reply(alice: Any, clock: Fake
     assert no_id(c.call(**req)) == no_id(first)
 
 
-def test_no_reply_leaves_before_its_commit(alice_in_one_process: Any, clock: FakeClock) -> None:
-    """Guarantee 2 at its source: while the commit is held, the buy's reply must not be out."""
-    svc, c, tok = alice_in_one_process
+def hold_commits(svc: Any) -> tuple[threading.Event, threading.Event]:
+    """Make every commit of the (in-thread) writer wait until the test sets ``release``;
+    ``entered`` is set when one is waiting."""
     entered, release = threading.Event(), threading.Event()
     begin = svc.store.begin
 
     class HeldCommit:
-        """A transaction whose commit waits until the test lets it go."""
-
         def __init__(self, tx: Any) -> None:
             self._tx = tx
 
@@ -160,6 +158,13 @@ def test_no_reply_leaves_before_its_commit(alice_in_one_process: Any, clock: Fak
             self._tx.commit()
 
     svc.store.begin = lambda: HeldCommit(begin())
+    return entered, release
+
+
+def test_no_reply_leaves_before_its_commit(alice_in_one_process: Any, clock: FakeClock) -> None:
+    """Guarantee 2 at its source: while the commit is held, the buy's reply must not be out."""
+    svc, c, tok = alice_in_one_process
+    entered, release = hold_commits(svc)
     try:
         c.send(**buy(tok, "k", clock.date(2), *ids(1)))
         assert entered.wait(wait_max_s)
@@ -453,10 +458,17 @@ def test_orders_of_one_batch_are_stored_in_id_order_and_ids_are_not_guessable(al
 
 
 # --- the writer in a process of its own ----------------------------------------------------------
-def test_a_writer_process_found_dead_is_replaced_before_the_batch(make_service: Any, clock: FakeClock) -> None:
+@pytest.fixture
+def alice_beside_a_writer_process(make_service: Any) -> tuple[Any, SessionClient, str]:
     svc = make_service(writer_process=True)
     c = SessionClient(svc)
-    tok = c.login("alice")
+    return svc, c, c.login("alice")
+
+
+def test_a_writer_process_found_dead_is_replaced_before_the_batch(
+    alice_beside_a_writer_process: Any, clock: FakeClock
+) -> None:
+    svc, c, tok = alice_beside_a_writer_process
     date = clock.date(2)
     c.ok(**buy(tok, "k1", date, *ids(1)))
     svc.batch._proc.kill()
@@ -466,11 +478,9 @@ def test_a_writer_process_found_dead_is_replaced_before_the_batch(make_service: 
 
 
 def test_a_writer_process_that_dies_in_a_batch_costs_that_batch_and_is_replaced(
-    make_service: Any, clock: FakeClock
+    alice_beside_a_writer_process: Any, clock: FakeClock
 ) -> None:
-    svc = make_service(writer_process=True)
-    c = SessionClient(svc)
-    tok = c.login("alice")
+    svc, c, tok = alice_beside_a_writer_process
     date = clock.date(2)
     first = c.ok(**buy(tok, "k1", date, *ids(1)))
     proc = svc.batch._proc
@@ -488,10 +498,10 @@ def test_a_writer_process_that_dies_in_a_batch_costs_that_batch_and_is_replaced(
     assert again["order"]["order"] != first["order"]["order"]
 
 
-def test_the_writer_process_publishes_what_it_committed_and_forgets_past_days(make_service: Any, clock: FakeClock) -> None:
-    svc = make_service(writer_process=True)
-    c = SessionClient(svc)
-    tok = c.login("alice")
+def test_the_writer_process_publishes_what_it_committed_and_forgets_past_days(
+    alice_beside_a_writer_process: Any, clock: FakeClock
+) -> None:
+    svc, c, tok = alice_beside_a_writer_process
     first_day = clock.date(1)
     c.ok(**buy(tok, "k1", first_day, *ids(3)))
     view = svc.cache._runs.get(f"G1@{first_day}")
@@ -555,22 +565,7 @@ def test_a_key_still_being_written_is_not_answered_before_the_writer(alice_in_on
     svc, c, tok = alice_in_one_process
     date = clock.date(2)
     sell_out_business(c, tok, date, keep=1)
-    entered, release = threading.Event(), threading.Event()
-    begin = svc.store.begin
-
-    class HeldCommit:
-        def __init__(self, tx: Any) -> None:
-            self._tx = tx
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._tx, name)
-
-        def commit(self) -> None:
-            entered.set()
-            release.wait(wait_max_s)
-            self._tx.commit()
-
-    svc.store.begin = lambda: HeldCommit(begin())
+    entered, release = hold_commits(svc)
     try:
         c.send(**buy(tok, "k", date, *ids(1, base=1)))  # one seat is left: goes to the writer
         assert entered.wait(wait_max_s)

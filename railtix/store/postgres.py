@@ -164,13 +164,9 @@ class PostgresStore:
         return (row[0], bytes(row[1])) if row else None
 
     def all_keys(self) -> Iterator[tuple[int, str]]:
-        """Every (user, idempotency key) stored, in no particular order."""
-        conn = self._connect()  # its own, so that a caller may read while iterating
-        try:
-            for user, key in conn.execute("SELECT user_id, key FROM keys"):
-                yield int(user), str(key)
-        finally:
-            _release(self._all, self._all_lock, conn)
+        """Every (user, idempotency key) stored (unused while the store counts as shared)."""
+        rows = self._conn.execute("SELECT user_id, key FROM keys")
+        return ((int(user), str(key)) for user, key in rows)
 
     def order(self, order_id: str) -> Order | None:
         row = self._conn.execute("SELECT body FROM orders WHERE id=%s", (order_id,)).fetchone()
