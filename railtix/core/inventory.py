@@ -78,6 +78,12 @@ class RunState:
                     del self.passengers[t.id_no]
 
 
+def no_seats(train_no: str, date: str, seat_class: str) -> Refusal:
+    """The refusal of a ride that has too few seats of the class left (also given by the
+    serving side when the committed maps already say so)."""
+    return Refusal("sold_out", f"not enough {seat_class} seats on {train_no} {date} for this ride")
+
+
 def run_id(train: str, date: str) -> str:
     return f"{train}@{date}"
 
@@ -131,7 +137,7 @@ def place_order(
     layout = layouts(train, seat_class)
     seats = allocate(run.maps[seat_class], layout, mask, len(passengers), letters)
     if seats is None:
-        raise Refusal("sold_out", f"not enough {seat_class} seats on {train.number} {run.date} for this ride")
+        raise no_seats(train.number, run.date, seat_class)
     price = timetable.fare(train, seat_class, start, end)
     tickets = tuple(
         Ticket(p.name, p.id_no, s, layout.coaches[s], layout.names[s], price)

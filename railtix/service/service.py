@@ -23,6 +23,7 @@ import railtix
 from railtix import limits
 from railtix.core import rides
 from railtix.core.errors import Refusal
+from railtix.core.inventory import no_seats
 from railtix.core.seats import available
 from railtix.core.timetable import Timetable, ride_mask, validate
 from railtix.service import auth, keyfilter
@@ -326,7 +327,7 @@ class Service:
                 stored = self.store.stored_reply(user, req.key)
                 if stored is None:
                     raise
-                session.reply(with_id(req.id, stored[1] if stored[0] == print_ else error_body(key_reused(req.key))))
+                self._replay(session, req, stored, print_)
                 return
             if self._hopeless(ride, req) and (user, req.key) not in self._pending:
                 # sold out as of the last commit: answered here, without the writer (see
@@ -334,16 +335,20 @@ class Service:
                 maybe = self._keys is None or self._keys.may_exist(user, req.key)
                 stored = self.store.stored_reply(user, req.key) if maybe else None
                 if stored is None:
-                    raise Refusal(
-                        "sold_out", f"not enough {req.seat_class} seats on {ride.train.number} {ride.date} for this ride"
-                    )
-                session.reply(with_id(req.id, stored[1] if stored[0] == print_ else error_body(key_reused(req.key))))
+                    raise no_seats(ride.train.number, ride.date, req.seat_class)
+                self._replay(session, req, stored, print_)
                 return
         op = req.__struct_config__.tag
         assert op in MUTATIONS
         self._submit(
             session, Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=print_)
         )
+
+    @staticmethod
+    def _replay(session: Session, req: m.Buy, stored: tuple[str, bytes], print_: str) -> None:
+        """Answer with the reply remembered under the request's key (if it was this request)."""
+        fingerprint_then, body = stored
+        session.reply(with_id(req.id, body if fingerprint_then == print_ else error_body(key_reused(req.key))))
 
     def _hopeless(self, ride: rides.Ride, req: m.Buy) -> bool:
         """True when the committed seat maps leave fewer seats than the party for this ride.
