@@ -16,7 +16,6 @@ million: the filter degrades, it is never wrong.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 from railtix import limits
@@ -30,24 +29,28 @@ class KeyFilter:
         self._bits = bytearray(bits // 8)
         self.added = 0
 
-    def _positions(self, user: int, key: str) -> list[int]:
-        digest = hashlib.blake2b(f"{user}\x00{key}".encode(), digest_size=16).digest()
-        h1 = int.from_bytes(digest[:8], "little")
-        h2 = int.from_bytes(digest[8:], "little") | 1
-        mask = self._mask
-        return [(h1 + i * h2) & mask for i in range(self._hashes)]
+    def _hashes_of(self, user: int, key: str) -> tuple[int, int]:
+        # Python's own hash (SipHash, seeded per process): the filter lives and dies with this
+        # process, so the seed does not matter, and it is several times cheaper than a hashlib
+        # digest. Two 64-bit hashes make the k positions (double hashing).
+        return hash((user, key)) & 0xFFFF_FFFF_FFFF_FFFF, hash((key, user)) | 1
 
     def add(self, user: int, key: str) -> None:
-        bits = self._bits
-        for p in self._positions(user, key):
+        h1, h2 = self._hashes_of(user, key)
+        bits, mask = self._bits, self._mask
+        for i in range(self._hashes):
+            p = (h1 + i * h2) & mask
             bits[p >> 3] |= 1 << (p & 7)
         self.added += 1
 
     def may_exist(self, user: int, key: str) -> bool:
-        bits = self._bits
-        return all(bits[p >> 3] & (1 << (p & 7)) for p in self._positions(user, key))
-
-
+        h1, h2 = self._hashes_of(user, key)
+        bits, mask = self._bits, self._mask
+        for i in range(self._hashes):  # a new key usually fails on the first probe or two
+            p = (h1 + i * h2) & mask
+            if not bits[p >> 3] & (1 << (p & 7)):
+                return False
+        return True
 
 def load(pairs: Iterable[tuple[int, str]], at_most: int = limits.key_filter_load_max) -> KeyFilter | None:
     """A filter of the stored keys, or None when there are more than ``at_most`` of them."""

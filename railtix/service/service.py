@@ -100,7 +100,7 @@ class Service:
         self._auth = ThreadPoolExecutor(limits.auth_workers, thread_name_prefix="railtix-auth")
         self._auth_waiting = 0
         self._auth_lock = threading.Lock()
-        self._tokens: dict[bytes, tuple[int, float]] = {}
+        self._tokens: dict[str, tuple[int, float]] = {}
         #: (user, key) of the mutations queued or in a batch, with how many: a buy answered
         #: ``sold_out`` before the writer must not be one whose key is still being written
         self._pending: dict[tuple[int, str], int] = {}
@@ -230,11 +230,12 @@ class Service:
 
     # --- users --------------------------------------------------------------------------------
     def user_of(self, token: str) -> int:
-        h = auth.token_hash(token)
+        # remembered by the token itself, which every request carries anyway: the store keeps
+        # only its hash, and hashing every request to look it up cost more than the lookup
         now = self.clock()
-        hit = self._tokens.get(h)
+        hit = self._tokens.get(token)
         if hit is None:
-            found = self.store.token_user(h, now)
+            found = self.store.token_user(auth.token_hash(token), now)
             if found is None:
                 raise Refusal("unauthorized", "log in first; the token is missing, unknown or expired")
             # the store is asked again after an hour at most (a token revoked elsewhere)
@@ -242,9 +243,9 @@ class Service:
             hit = (uid, min(expires, now + 3600))
             if len(self._tokens) >= token_cache_max:
                 self._tokens.clear()
-            self._tokens[h] = hit
+            self._tokens[token] = hit
         if hit[1] <= now:
-            self._tokens.pop(h, None)  # another thread may have dropped it first
+            self._tokens.pop(token, None)  # another thread may have dropped it first
             return self.user_of(token)
         return hit[0]
 
@@ -306,7 +307,7 @@ class Service:
             command.user = uid
 
             def remember() -> None:
-                self._tokens[h] = (uid, min(expires, self.clock() + 3600))
+                self._tokens[token] = (uid, min(expires, self.clock() + 3600))
 
             command.args = {"token": token, "token_hash": h, "expires": expires, "name": req.user, "cache": remember}
             self._queue(command)
