@@ -119,7 +119,9 @@ def _row(cfg: dict[str, Any], doc: dict[str, Any] | None, failed: str | None) ->
 @click.option("--clients", "clients_list", default="1,100,1000", show_default=True, help="Comma-separated client counts.")
 @click.option("--slow-client/--no-slow-client", default=True, show_default=True,
               help="Also run every configuration with one slow client.")
-@click.option("--config", "configs", multiple=True, help="One configuration as key=value,… (repeatable).")
+@click.option("--config", "configs", multiple=True,
+              help="One configuration as key=value,… (repeatable). Keys: " + ", ".join(sorted(_KEYS))
+                   + "; e.g. model=asyncio,clients=1000,writer=thread.")
 @click.option("--duration", "duration_s", type=click.FloatRange(0.1, None), default=10.0, show_default=True)
 @click.option("--seed", type=click.IntRange(0, None), default=None)
 @click.option("--pipeline", type=click.IntRange(1, limits.pipeline_max), default=1, show_default=True)
