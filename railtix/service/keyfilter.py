@@ -27,7 +27,6 @@ class KeyFilter:
         self._mask = bits - 1
         self._hashes = hashes
         self._bits = bytearray(bits // 8)
-        self.added = 0
 
     def _hashes_of(self, user: int, key: str) -> tuple[int, int]:
         # Python's own hash (SipHash, seeded per process): the filter lives and dies with this
@@ -41,7 +40,6 @@ class KeyFilter:
         for i in range(self._hashes):
             p = (h1 + i * h2) & mask
             bits[p >> 3] |= 1 << (p & 7)
-        self.added += 1
 
     def may_exist(self, user: int, key: str) -> bool:
         h1, h2 = self._hashes_of(user, key)

@@ -157,6 +157,11 @@ class WriterProcess:
 
     def apply(self, cmds: list[Command], now: float) -> None:
         """Fill every command's ``body`` from the child's transaction (and publish its maps)."""
+        if self._stopped:  # the writer thread outlived its grace: answer, start nothing
+            stopping = error_body(Refusal("shutting_down", "the server is stopping"))
+            for c in cmds:
+                c.body = stopping
+            return
         wire: list[_Cmd] = []
         for c in cmds:
             args = c.args
@@ -168,11 +173,6 @@ class WriterProcess:
                 c.req if c.op in ("buy", "pay", "cancel", "refund") else None,
                 None if ride is None else (ride.train.number, ride.date, ride.start, ride.end, ride.departs),
             ))
-        if self._stopped:  # the writer thread outlived its grace: answer, start nothing
-            stopping = error_body(Refusal("shutting_down", "the server is stopping"))
-            for c in cmds:
-                c.body = stopping
-            return
         if self._proc is None or not self._proc.is_alive():  # died while idle: nothing was sent
             if self._proc is not None:
                 log.error("the writer process had stopped (exit code %s); starting another", self._proc.exitcode)

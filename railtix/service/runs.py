@@ -50,9 +50,9 @@ def refresh(state: RunState, row: tuple[int, bytes] | None, changed: list[Order]
 
 
 class RunCache:
-    def __init__(self, store: Store, trains: dict[str, Train] | None = None) -> None:
+    def __init__(self, store: Store, trains: dict[str, Train]) -> None:
         self._store = store
-        self._trains = trains or {}
+        self._trains = trains  #: by number, to rebuild views from the writer process's maps
         self._runs: dict[str, RunState] = {}
         self._load_lock = threading.Lock()
 
