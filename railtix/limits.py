@@ -65,6 +65,18 @@ writer_queue_max = 50_000
 #: purchases; small enough that a batch's transaction stays within tens of milliseconds.
 writer_batch_max = 2048
 
+#: Batches on their way to the writer process at once. With one, the writer process waits for
+#: the serving process to read each reply and send the next batch; with more, the next batch is
+#: already in the pipe when a commit ends, and batches that queued up there are written together
+#: in one transaction. A few are enough for that; every one more is a batch more that a writer
+#: process lost mid-write would answer "may or may not have been applied".
+writer_batches_in_flight = 3
+
+#: Bytes each pipe to and from the writer process holds (Linux's default is 64 KiB, and 1 MiB
+#: is the most an unprivileged process may ask for). A batch of 2,048 commands is about 1 MB
+#: on the wire and its reply about as much; smaller ones pass in one write and one read.
+writer_pipe_bytes = 1 << 20
+
 #: Rides (train, date, from, to) whose checks are remembered until the train leaves or the day
 #: turns. A rush asks about a few rides thousands of times; the whole timetable on sale is about
 #: 156 trains x 15 days x a few dozen station pairs, so past this the memo simply starts afresh.

@@ -7,7 +7,10 @@ orders, holds that lapse, dates and departures, and the passenger rule across or
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -484,18 +487,55 @@ def test_a_writer_process_that_dies_in_a_batch_costs_that_batch_and_is_replaced(
     date = clock.date(2)
     first = c.ok(**buy(tok, "k1", date, *ids(1)))
     proc = svc.batch._proc
-    alive = proc.is_alive
-    proc.is_alive = lambda: True  # as if it died after the check, with the batch on its way
+    os.kill(proc.pid, signal.SIGSTOP)  # it takes no more batches: the next one stays on its way
+    c.send(**buy(tok, "k2", date, *ids(1, base=1)))
+    deadline = time.monotonic() + wait_max_s
+    while not svc.batch._child.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert svc.batch._child.sent
     proc.kill()
     proc.join(wait_max_s)
-    lost = c.error("internal_error", **buy(tok, "k2", date, *ids(1, base=1)))
-    proc.is_alive = alive
+    lost = c.replies(1)[0]
+    assert lost["error"]["code"] == "internal_error"
     assert "may or may not" in lost["error"]["message"]
     # a new writer answers the retry, and the first buy's key still gives its first reply
     again = c.ok(**buy(tok, "k2", date, *ids(1, base=1)))
     assert no_id(c.call(**buy(tok, "k1", date, *ids(1)))) == no_id(first)
     assert left(c, date) == G1_BUSINESS_SEATS - 2
     assert again["order"]["order"] != first["order"]["order"]
+
+
+def test_batches_queued_behind_a_busy_writer_process_are_written_together_and_each_answered(
+    alice_beside_a_writer_process: Any, clock: FakeClock
+) -> None:
+    """While the writer process is busy, up to ``writer_batches_in_flight`` batches wait in its
+    pipe and no more are sent; it then writes them in one transaction and answers each batch,
+    every reply to its own request."""
+    from railtix import limits
+
+    svc, c, tok = alice_beside_a_writer_process
+    date = clock.date(2)
+    c.ok(**buy(tok, "warm", date, *ids(1)))
+    proc = svc.batch._proc
+    os.kill(proc.pid, signal.SIGSTOP)
+    clients = []
+    try:
+        for n in range(limits.writer_batches_in_flight + 2):
+            other = SessionClient(svc)
+            other.send(**buy(tok, f"q{n}", date, *ids(n % 3 + 1, base=100 * (n + 1))))
+            clients.append((other, n % 3 + 1))
+            deadline = time.monotonic() + wait_max_s
+            while svc.writer._size and svc.writer._busy < limits.writer_batches_in_flight:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        assert svc.writer._busy == limits.writer_batches_in_flight  # the rest waits its turn
+        assert len(svc.batch._child.sent) == limits.writer_batches_in_flight
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    for other, party in clients:
+        order = other.replies(1)[0]["order"]
+        assert len(order["tickets"]) == party
+    assert left(c, date) == G1_BUSINESS_SEATS - 1 - sum(p for _, p in clients)
 
 
 def test_the_writer_process_publishes_what_it_committed_and_forgets_past_days(

@@ -3,38 +3,48 @@
 In one process the event loop and the writer thread take turns holding one interpreter lock:
 while the writer allocates seats and builds rows, no connection is read, and every SQLite call
 hands the lock back and forth. Here the serving process keeps the writer's queue (bounded,
-round-robin, one batch at a time) but sends each batch down a pipe to a child process that owns
-``Batch``: it applies the batch in one transaction, commits, and sends back each command's
-reply body and the seat maps of the runs it changed. Replies still leave only after the commit:
-the child answers only once ``Batch.apply`` has returned.
+round-robin) but sends each batch down a pipe to a child process that owns ``Batch``: it
+applies the batch in one transaction, commits, and sends back each command's reply body and
+the seat maps of the runs it changed. Replies still leave only after the commit: the child
+answers only once ``Batch.apply`` has returned.
 
-The pipe carries msgpack (msgspec): a batch is ``now`` and one tuple per command; requests go
+Up to ``limits.writer_batches_in_flight`` batches are on their way at once, so that the child
+finds the next batch waiting when a commit ends instead of waiting for the serving process to
+read the reply and send more; batches that queued up in the pipe are written in one
+transaction and answered one reply per batch, in order. A thread of the serving process reads
+the replies and wakes the sessions.
+
+The pipes carry msgpack (msgspec): a batch is ``now`` and one tuple per command; requests go
 as their own Structs, rides as the indexes the serving process already checked. Login's
 after-commit step (remembering the new token) runs in the serving process, for a login whose
 reply is ``ok`` (only a committed login has one).
 
-If the child dies, the batch it held has an unknown outcome: its commands are answered with
-``internal_error`` saying so (a retry with the same key is safe: it returns the first reply if
-there was one), the readers' views are dropped, and a new child is started for the next batch.
-A child found dead before a batch is sent costs nothing but the restart. The child ignores
-SIGINT, which reaches the whole process group: the parent drains its queue through it and then
-closes the pipe. A SIGTERM sent to the whole group (a service manager's stop) ends the child at
-once: the batch it held is answered as above and a new child drains the rest. Once stopped, no
-new child is started.
+If the child dies, the batches it held have an unknown outcome: their commands are answered
+with ``internal_error`` saying so (a retry with the same key is safe: it returns the first
+reply if there was one), the readers' views are dropped, and a new child is started for the
+next batch. A child found dead before a batch is sent costs nothing but the restart. The child
+ignores SIGINT, which reaches the whole process group: the parent drains its queue through it
+and then closes the pipe. A SIGTERM sent to the whole group (a service manager's stop) ends the
+child at once: what it held is answered as above and a new child drains the rest. Once
+stopped, no new child is started.
 """
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
 import multiprocessing
 import signal
-from collections.abc import Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 import msgspec
 
+from railtix import limits
 from railtix.core.errors import Refusal
 from railtix.core.inventory import RunState
 from railtix.core.rides import Ride
@@ -92,8 +102,13 @@ class _Recorder:
         self.before = day
 
 
-def _child(conn: Connection, location: str, shared: bool, hold_s: float) -> None:
-    """The writer process: apply each batch that arrives, answer, until the pipe closes."""
+def _child(incoming: Connection, outgoing: Connection, location: str, shared: bool, hold_s: float) -> None:
+    """The writer process: apply what arrives, answer each batch, until the pipe closes.
+
+    Batches that queued up in the pipe while one was being written are applied together, in one
+    transaction with one commit, and then answered one reply per batch: the serving process
+    matches replies to batches by their order.
+    """
     # Ctrl-C reaches the whole group; the parent drains its queue through us and then closes
     # the pipe, which is our signal to finish. SIGTERM keeps its default: it is how Python's
     # multiprocessing ends a child at exit when the parent could not stop it in order.
@@ -109,33 +124,100 @@ def _child(conn: Connection, location: str, shared: bool, hold_s: float) -> None
     decoder = msgspec.msgpack.Decoder(_Batch)
     trains = timetable.train_by_number
     gc.freeze()  # the timetable and modules stay: full collections need not walk them
+    closed = False
     try:
-        while True:
+        while not closed:
             try:
-                raw = conn.recv_bytes()
+                got = [decoder.decode(incoming.recv_bytes())]
             except EOFError:
                 return
-            got = decoder.decode(raw)
-            cmds = []
-            for op, user, key, print_, args, req, ride in got.cmds:
-                r = None if ride is None else Ride(trains[ride[0]], ride[1], ride[2], ride[3], ride[4])
-                cmds.append(Command(op, source=None, user=user, req=req, ride=r, key=key, fingerprint=print_, args=args))
+            while len(got) < limits.writer_batches_in_flight and incoming.poll(0):
+                try:
+                    got.append(decoder.decode(incoming.recv_bytes()))
+                except EOFError:  # write what arrived, then stop
+                    closed = True
+                    break
+            parts: list[list[Command]] = []
+            for b in got:
+                cmds = []
+                for op, user, key, print_, args, req, ride in b.cmds:
+                    r = None if ride is None else Ride(trains[ride[0]], ride[1], ride[2], ride[3], ride[4])
+                    cmds.append(Command(op, source=None, user=user, req=req, ride=r, key=key, fingerprint=print_, args=args))
+                parts.append(cmds)
+            everything = [c for cmds in parts for c in cmds]
             recorder.reset()
             try:
-                batch.apply(cmds, got.now)
+                batch.apply(everything, max(b.now for b in got))
             except Exception:
                 log.exception("batch failed")
-                for c in cmds:
+                for c in everything:
                     c.body = error_body(Refusal("internal_error", "the batch failed; nothing was changed"))
-            conn.send_bytes(_encoder.encode(
-                _Done([c.body for c in cmds], recorder.views, recorder.forgotten, recorder.before)
-            ))
+            # the first reply carries the published maps: every batch here is committed by then
+            views, forgotten, before = recorder.views, recorder.forgotten, recorder.before
+            for cmds in parts:
+                outgoing.send_bytes(_encoder.encode(_Done([c.body for c in cmds], views, forgotten, before)))
+                views, forgotten, before = [], [], None
     finally:
         store.close()
 
 
+_UNKNOWN = Refusal(
+    "internal_error",
+    "the writer stopped while this request was being written: it may or may not have been "
+    "applied; send it again with the same key to find out",
+)
+
+
+def _widen(end: Connection) -> None:
+    """Make a pipe hold a whole batch or reply, so that neither side waits for the other to
+    read one in pieces (each piece a handoff of the reader's interpreter lock)."""
+    try:
+        fcntl.fcntl(end.fileno(), fcntl.F_SETPIPE_SZ, limits.writer_pipe_bytes)
+    except OSError:  # over /proc/sys/fs/pipe-max-size: the pipe keeps its size and still works
+        log.warning("could not widen the writer's pipe to %d bytes", limits.writer_pipe_bytes)
+
+
+class _Sent:
+    """A batch on its way through the child: its commands and what to do once they have bodies."""
+
+    __slots__ = ("cmds", "then")
+
+    def __init__(self, cmds: list[Command], then: Callable[[], None]) -> None:
+        self.cmds = cmds
+        self.then = then
+
+
+class _Child:
+    """One writer process, the two ends of its pipes, and the batches it holds, oldest first."""
+
+    def __init__(self, ctx: Any, location: str, shared: bool, hold_s: float) -> None:
+        down_r, self.down = ctx.Pipe(duplex=False)
+        self.up, up_w = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(
+            target=_child, args=(down_r, up_w, location, shared, hold_s), name="railtix-writer", daemon=True
+        )
+        self.proc.start()
+        for end in (down_r, up_w):
+            _widen(end)
+        down_r.close()
+        up_w.close()
+        self.lock = threading.Lock()
+        self.sent: deque[_Sent] = deque()
+        #: set by the receiver once the child's end of the pipe is gone: nothing more is sent
+        self.dead = False
+        self.receiver: threading.Thread | None = None
+
+
 class WriterProcess:
-    """The serving process's end of the pipe: ``apply`` has the same contract as ``Batch.apply``."""
+    """The serving process's end of the pipes.
+
+    ``send`` puts a batch on its way and returns; a receiver thread reads the replies, fills
+    the commands' bodies, publishes the committed maps and calls the batch's ``then``. Up to
+    ``limits.writer_batches_in_flight`` batches are on their way at once (the ``Writer`` counts
+    them), so the child finds the next batch waiting when it finishes one and never waits for
+    this process to read a reply. ``apply`` is the same, waiting: the contract of
+    ``Batch.apply``.
+    """
 
     def __init__(self, store: Store, hold_s: float, cache: RunCache) -> None:
         self._store = store
@@ -143,24 +225,35 @@ class WriterProcess:
         self._cache = cache
         self._decoder = msgspec.msgpack.Decoder(_Done)
         self._ctx = multiprocessing.get_context("spawn")  # not fork: the parent has threads
-        self._conn: Connection | None = None
-        self._proc: Any = None
+        self._child: _Child | None = None
         self._stopped = False
 
+    @property
+    def _proc(self) -> Any:
+        """The current child process, if any (for tests and operators' tools)."""
+        return None if self._child is None else self._child.proc
+
     def start(self) -> None:
-        ours, theirs = self._ctx.Pipe()
-        args = (theirs, self._store.location, self._store.shared, self._hold_s)
-        proc = self._ctx.Process(target=_child, args=args, name="railtix-writer", daemon=True)
-        proc.start()
-        theirs.close()
-        self._conn, self._proc = ours, proc
+        child = _Child(self._ctx, self._store.location, self._store.shared, self._hold_s)
+        child.receiver = threading.Thread(
+            target=self._receive, args=(child,), name="railtix-writer-replies", daemon=True
+        )
+        self._child = child
+        child.receiver.start()
 
     def apply(self, cmds: list[Command], now: float) -> None:
         """Fill every command's ``body`` from the child's transaction (and publish its maps)."""
+        done = threading.Event()
+        self.send(cmds, now, done.set)
+        done.wait()
+
+    def send(self, cmds: list[Command], now: float, then: Callable[[], None]) -> None:
+        """Send a batch to the child; ``then()`` runs once every command has its body."""
         if self._stopped:  # the writer thread outlived its grace: answer, start nothing
             stopping = error_body(Refusal("shutting_down", "the server is stopping"))
             for c in cmds:
                 c.body = stopping
+            then()
             return
         wire: list[_Cmd] = []
         for c in cmds:
@@ -173,34 +266,62 @@ class WriterProcess:
                 c.req if c.op in ("buy", "pay", "cancel", "refund") else None,
                 None if ride is None else (ride.train.number, ride.date, ride.start, ride.end, ride.departs),
             ))
-        if self._proc is None or not self._proc.is_alive():  # died while idle: nothing was sent
-            if self._proc is not None:
-                log.error("the writer process had stopped (exit code %s); starting another", self._proc.exitcode)
-                self._lost()
+        data = _encoder.encode(_Batch(now, wire))
+        while True:
+            child = self._child
+            if child is not None and not child.dead and child.proc.is_alive():
+                with child.lock:
+                    if not child.dead:
+                        child.sent.append(_Sent(cmds, then))
+                        break
+            if child is not None:  # it died (what it held is answered): nothing of ours was sent
+                log.error("the writer process had stopped (exit code %s); starting another", child.proc.exitcode)
+                self._retire(child)
             self.start()
         try:
-            assert self._conn is not None
-            self._conn.send_bytes(_encoder.encode(_Batch(now, wire)))
-            done = self._decoder.decode(self._conn.recv_bytes())
-        except (EOFError, OSError, msgspec.DecodeError):
-            log.exception("the writer process stopped or answered nonsense; starting another")
-            self._lost()
-            unknown = error_body(Refusal(
-                "internal_error",
-                "the writer stopped while this request was being written: it may or may not have "
-                "been applied; send it again with the same key to find out",
-            ))
-            for c in cmds:
-                c.body = unknown
-            return
-        for c, body in zip(cmds, done.bodies, strict=True):
-            c.body = body
-        # committed: nothing below may turn the replies into errors
+            child.down.send_bytes(data)
+        except OSError:  # its receiver answers every batch still on its way, this one too
+            log.exception("sending a batch to the writer process failed")
+            child.proc.kill()
+
+    def _receive(self, child: _Child) -> None:
+        """Read the child's replies in order until its pipe closes; then answer what it held."""
+        while True:
+            try:
+                done = self._decoder.decode(child.up.recv_bytes())
+            except (EOFError, OSError, msgspec.DecodeError):
+                break
+            with child.lock:
+                sent = child.sent.popleft()
+            for c, body in zip(sent.cmds, done.bodies, strict=True):
+                c.body = body
+            # committed: nothing below may turn the replies into errors
+            try:
+                self._after_commit(sent.cmds, done)
+            except Exception:
+                log.exception("publishing a committed batch failed; readers will reload")
+                self._cache.clear()
+            self._finish(sent)
+        with child.lock:
+            child.dead = True
+            lost = list(child.sent)
+            child.sent.clear()
+        if lost:
+            log.error("the writer process stopped with %d batches on their way; answering them", len(lost))
+            self._cache.clear()  # what it published may not match what it committed
+            child.proc.kill()  # it must not write on behind our back
+            unknown = error_body(_UNKNOWN)
+            for sent in lost:
+                for c in sent.cmds:
+                    c.body = unknown
+                self._finish(sent)
+
+    @staticmethod
+    def _finish(sent: _Sent) -> None:
         try:
-            self._after_commit(cmds, done)
-        except Exception:
-            log.exception("publishing a committed batch failed; readers will reload")
-            self._cache.clear()
+            sent.then()
+        except Exception:  # the receiver must live on: other batches wait on it
+            log.exception("answering a written batch failed")
 
     def _after_commit(self, cmds: list[Command], done: _Done) -> None:
         cache = self._cache
@@ -218,25 +339,30 @@ class WriterProcess:
                 except Exception:
                     log.exception("an after-commit action failed")
 
-    def _lost(self) -> None:
-        """The child is gone or useless: make sure it is gone, forget what readers were shown,
-        and start afresh with the next batch."""
-        self._cache.clear()
-        if self._conn is not None:
-            self._conn.close()
-        if self._proc is not None:
-            if self._proc.is_alive():  # it must not write on behind our back
-                self._proc.kill()
-            self._proc.join(stop_timeout_s)
-        self._conn = self._proc = None
+    def _retire(self, child: _Child) -> None:
+        """Make sure a child is gone and its pipes and receiver are closed."""
+        if child.proc.is_alive():
+            child.proc.kill()
+        child.proc.join(stop_timeout_s)
+        child.down.close()
+        if child.receiver is not None:
+            child.receiver.join(stop_timeout_s)
+        child.up.close()
+        if self._child is child:
+            self._child = None
 
     def stop(self) -> None:
+        """Close the pipe (the child finishes what it holds, answers, and exits) and wait."""
         self._stopped = True
-        if self._conn is not None:
-            self._conn.close()  # EOF: the child closes its store and exits
-        if self._proc is not None:
-            self._proc.join(stop_timeout_s)
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join(1)
-        self._conn = self._proc = None
+        child = self._child
+        if child is None:
+            return
+        child.down.close()  # EOF: the child writes what it holds, closes its store and exits
+        child.proc.join(stop_timeout_s)
+        if child.proc.is_alive():
+            child.proc.kill()
+            child.proc.join(1)
+        if child.receiver is not None:
+            child.receiver.join(stop_timeout_s)
+        child.up.close()
+        self._child = None

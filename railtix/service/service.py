@@ -94,9 +94,10 @@ class Service:
         self.batch: Batch | WriterProcess
         if writer_process:
             self.batch = WriterProcess(store, self.hold_s, self.cache)
+            self.writer = Writer(self._send, depth=limits.writer_batches_in_flight)
         else:
             self.batch = Batch(store, self.cache, self.timetable, self.hold_s)
-        self.writer = Writer(self._apply)
+            self.writer = Writer(self._apply)
         self._auth = ThreadPoolExecutor(limits.auth_workers, thread_name_prefix="railtix-auth")
         self._auth_waiting = 0
         self._auth_lock = threading.Lock()
@@ -196,7 +197,7 @@ class Service:
         if not self.writer.submit(command.source, command):
             raise Refusal("busy", "too many requests are waiting for the writer; try again in a moment")
 
-    def _apply(self, commands: list[Command]) -> None:
+    def _apply(self, commands: list[Command], done: Callable[[], None]) -> None:
         """The writer's step: one transaction for the batch, then wake the waiting sessions."""
         try:
             self.batch.apply(commands, self.clock())
@@ -205,6 +206,24 @@ class Service:
             for c in commands:  # whatever bodies were written, nothing of them was committed
                 c.body = error_body(Refusal("internal_error", "the batch failed; nothing was changed"))
         self._wake(commands)
+        done()
+
+    def _send(self, commands: list[Command], done: Callable[[], None]) -> None:
+        """The writer's step with a writer process: send the batch on; its replies wake the
+        sessions from the process's receiver thread once it is committed."""
+        assert isinstance(self.batch, WriterProcess)
+
+        def then() -> None:
+            self._wake(commands)
+            done()
+
+        try:
+            self.batch.send(commands, self.clock(), then)
+        except BaseException:  # not sent: nothing was changed
+            log.exception("sending a batch failed")
+            for c in commands:
+                c.body = error_body(Refusal("internal_error", "the batch failed; nothing was changed"))
+            then()
 
     def _wake(self, commands: list[Command]) -> None:
         """Release the replies (they are committed, or nothing was changed) and wake sessions."""

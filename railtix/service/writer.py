@@ -5,6 +5,10 @@ turn (the lecture's round-robin scheduler: a client pipelining thousands of requ
 starve the rest), up to ``writer_batch_max``, applies the batch in one store transaction and only
 after the commit hands each command its reply. One fsync serves the whole batch; under load
 batches grow by themselves, which is what group commit means.
+
+``apply(batch, done)`` may return before the batch is written (a writer process answers later,
+from its own thread) and calls ``done()`` once the batch is answered; up to ``depth`` batches
+are on their way at once.
 """
 
 from __future__ import annotations
@@ -23,21 +27,24 @@ log = logging.getLogger("railtix")
 class Writer:
     def __init__(
         self,
-        apply: Callable[[list[Any]], None],
+        apply: Callable[[list[Any], Callable[[], None]], None],
         queue_max: int = limits.writer_queue_max,
         batch_max: int = limits.writer_batch_max,
+        depth: int = 1,
         name: str = "railtix-writer",
     ) -> None:
         self._apply = apply
         self._queue_max = queue_max
         self._batch_max = batch_max
+        self._depth = depth
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._queues: dict[Hashable, deque[Any]] = {}
         self._ring: deque[Hashable] = deque()
         self._size = 0
         self._stopping = False
-        self._busy = False
+        #: batches handed to ``apply`` and not yet answered
+        self._busy = 0
         self._idle = threading.Condition(self._lock)
         self.batches = 0
         self.commands = 0
@@ -79,24 +86,27 @@ class Writer:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._size and not self._stopping:
+                while not (self._size and self._busy < self._depth):
+                    if self._stopping and not self._size and not self._busy:
+                        return
                     self._work.wait()
-                if not self._size and self._stopping:
-                    self._busy = False
-                    self._idle.notify_all()
-                    return
                 batch = self._take()
-                self._busy = True
+                self._busy += 1
+            done = _Done(self, len(batch))
             try:
-                self._apply(batch)  # answers every command itself
+                self._apply(batch, done)  # answers every command itself
             except Exception:  # never let the one writer die: every later client would hang
                 log.exception("the writer's batch failed")
+                done()
+
+    def _answered(self, size: int) -> None:
+        with self._lock:
+            self._busy -= 1
             self.batches += 1
-            self.commands += len(batch)
-            with self._lock:
-                self._busy = False
-                if not self._size:
-                    self._idle.notify_all()
+            self.commands += size
+            self._work.notify()
+            if not self._size and not self._busy:
+                self._idle.notify_all()
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is committed and answered."""
@@ -110,3 +120,19 @@ class Writer:
             self._work.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+
+class _Done:
+    """A batch's ``done``: counts it answered once, however often it is called."""
+
+    __slots__ = ("_writer", "_size", "_called")
+
+    def __init__(self, writer: Writer, size: int) -> None:
+        self._writer = writer
+        self._size = size
+        self._called = False
+
+    def __call__(self) -> None:
+        if not self._called:
+            self._called = True
+            self._writer._answered(self._size)

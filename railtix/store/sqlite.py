@@ -15,8 +15,7 @@ import sqlite3
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 import msgspec
 
@@ -258,28 +257,6 @@ def _live_orders(conn: sqlite3.Connection, run: str) -> list[Order]:
     return [decode_order(r[0]) for r in rows]
 
 
-#: Parameters one statement may bind (SQLite's default limit since 3.32; 999 before).
-variables_max = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
-
-
-def _insert_many(conn: sqlite3.Connection, head: str, tail: str, rows: Sequence[Sequence[Any]]) -> None:
-    """One multi-row INSERT per chunk rather than ``executemany``'s statement per row.
-
-    The sqlite3 module gives up the GIL for every statement step and must win it back; with a
-    busy event loop beside the writer, each of those hand-overs can wait a switch interval, so
-    fewer statements per batch means a writer that is not starved by reads.
-    """
-    if not rows:
-        return
-    width = len(rows[0])
-    per = max(1, variables_max // width)
-    one = "(" + ",".join("?" * width) + ")"
-    for i in range(0, len(rows), per):
-        chunk = rows[i : i + per]
-        sql = f"{head} {','.join([one] * len(chunk))} {tail}"
-        conn.execute(sql, [x for row in chunk for x in row])
-
-
 class SqliteTx:
     """One batch: everything between BEGIN IMMEDIATE and COMMIT."""
 
@@ -343,10 +320,12 @@ class SqliteTx:
         return last_order_id(self._conn.execute)
 
     def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int]]) -> None:
-        _insert_many(
-            self._conn,
-            "INSERT INTO orders(id, user_id, run, status, created, hold_until, body, run_version) VALUES",
-            "",
+        # one prepared statement stepped per row: in the writer process nothing else wants the
+        # interpreter lock that each step gives up, and a statement of thousands of variables
+        # would be compiled afresh for every batch size (measured: 35 % more per row)
+        self._conn.executemany(
+            "INSERT INTO orders(id, user_id, run, status, created, hold_until, body, run_version)"
+            " VALUES (?,?,?,?,?,?,?,?)",
             [(o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o), v) for o, v in new],
         )
         if changed:
@@ -362,15 +341,14 @@ class SqliteTx:
         return [decode_order(r[0]) for r in rows]
 
     def put_runs(self, rows: list[tuple[str, int, bytes]]) -> None:
-        _insert_many(
-            self._conn,
-            "INSERT INTO runs(run, version, maps) VALUES",
-            "ON CONFLICT(run) DO UPDATE SET version=excluded.version, maps=excluded.maps",
+        self._conn.executemany(
+            "INSERT INTO runs(run, version, maps) VALUES (?,?,?)"
+            " ON CONFLICT(run) DO UPDATE SET version=excluded.version, maps=excluded.maps",
             rows,
         )
 
     def put_keys(self, rows: list[tuple[int, str, str, bytes]]) -> None:
-        _insert_many(self._conn, "INSERT INTO keys(user_id, key, fingerprint, reply) VALUES", "", rows)
+        self._conn.executemany("INSERT INTO keys(user_id, key, fingerprint, reply) VALUES (?,?,?,?)", rows)
 
     def add_user(self, name: str, pw_hash: str, now: float) -> int | None:
         try:
