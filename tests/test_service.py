@@ -664,6 +664,38 @@ def test_the_writer_process_ends_on_sigterm_and_none_starts_after_stop(make_serv
     assert not proc.is_alive()
     writer.stop()
     late = Command("sweep", source="test")
-    writer.apply([late], clock())
+    answered: list[int] = []
+    writer.send([late], clock(), lambda: answered.append(1))
+    assert answered == [1]
     assert late.body is not None and b"shutting_down" in late.body
     assert writer._proc is None  # nothing was started
+
+
+def test_a_writer_process_stopped_while_a_batch_is_being_sent_starts_no_other(
+    make_service: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer thread that outlived the stop's grace may be between its check and the start of
+    a new child when ``stop`` runs: it must answer ``shutting_down`` and start nothing."""
+    from railtix.service import remote
+    from railtix.service.batch import Command
+
+    svc = make_service(writer_process=True)
+    c = SessionClient(svc)
+    c.login("alice")
+    writer = svc.batch
+    proc = writer._proc
+    proc.kill()  # the next batch would start another child
+    proc.join(wait_max_s)
+
+    class StopsMidway:
+        def encode(self, obj: Any) -> bytes:
+            writer.stop()
+            return remote.msgspec.msgpack.encode(obj)
+
+    monkeypatch.setattr(remote, "_encoder", StopsMidway())
+    late = Command("sweep", source="test")
+    answered: list[int] = []
+    writer.send([late], clock(), lambda: answered.append(1))
+    assert answered == [1]
+    assert late.body is not None and b"shutting_down" in late.body
+    assert writer._proc is None

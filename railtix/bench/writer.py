@@ -20,7 +20,7 @@ import msgspec
 from railtix import limits as server_limits
 from railtix.bench.plan import Buy, Plan, encode_buy
 from railtix.core import rides
-from railtix.service.batch import Command
+from railtix.service.batch import Batch, Command
 from railtix.wire import messages as m
 
 _decoder = msgspec.json.Decoder(m.Request)
@@ -59,6 +59,7 @@ def measure(buys: int, batch: int, seed: int, echo: Callable[[str], None] = prin
                 if len(cmds) == buys:
                     break
         echo(f"{buys:,} rush buys (seed {seed}) in batches of {batch}, then a pay for each order")
+        assert isinstance(svc.batch, Batch)  # the transaction in this process, not a child's
         apply = svc.batch.apply
 
         def run(todo: list[Command]) -> tuple[float, int]:

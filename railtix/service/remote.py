@@ -171,8 +171,11 @@ _UNKNOWN = Refusal(
 def _widen(end: Connection) -> None:
     """Make a pipe hold a whole batch or reply, so that neither side waits for the other to
     read one in pieces (each piece a handoff of the reader's interpreter lock)."""
+    size = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if size is None:
+        return
     try:
-        fcntl.fcntl(end.fileno(), fcntl.F_SETPIPE_SZ, limits.writer_pipe_bytes)
+        fcntl.fcntl(end.fileno(), size, limits.writer_pipe_bytes)
     except OSError:  # over /proc/sys/fs/pipe-max-size: the pipe keeps its size and still works
         log.warning("could not widen the writer's pipe to %d bytes", limits.writer_pipe_bytes)
 
@@ -215,8 +218,8 @@ class WriterProcess:
     the commands' bodies, publishes the committed maps and calls the batch's ``then``. Up to
     ``limits.writer_batches_in_flight`` batches are on their way at once (the ``Writer`` counts
     them), so the child finds the next batch waiting when it finishes one and never waits for
-    this process to read a reply. ``apply`` is the same, waiting: the contract of
-    ``Batch.apply``.
+    this process to read a reply. One thread sends (the ``Writer``'s): replies are matched to
+    batches by their order.
     """
 
     def __init__(self, store: Store, hold_s: float, cache: RunCache) -> None:
@@ -227,6 +230,8 @@ class WriterProcess:
         self._ctx = multiprocessing.get_context("spawn")  # not fork: the parent has threads
         self._child: _Child | None = None
         self._stopped = False
+        #: held while deciding to start a child or to stop: none starts once stopped
+        self._life = threading.Lock()
 
     @property
     def _proc(self) -> Any:
@@ -241,19 +246,10 @@ class WriterProcess:
         self._child = child
         child.receiver.start()
 
-    def apply(self, cmds: list[Command], now: float) -> None:
-        """Fill every command's ``body`` from the child's transaction (and publish its maps)."""
-        done = threading.Event()
-        self.send(cmds, now, done.set)
-        done.wait()
-
     def send(self, cmds: list[Command], now: float, then: Callable[[], None]) -> None:
         """Send a batch to the child; ``then()`` runs once every command has its body."""
         if self._stopped:  # the writer thread outlived its grace: answer, start nothing
-            stopping = error_body(Refusal("shutting_down", "the server is stopping"))
-            for c in cmds:
-                c.body = stopping
-            then()
+            self._refuse(cmds, then)
             return
         wire: list[_Cmd] = []
         for c in cmds:
@@ -274,25 +270,53 @@ class WriterProcess:
                     if not child.dead:
                         child.sent.append(_Sent(cmds, then))
                         break
-            if child is not None:  # it died (what it held is answered): nothing of ours was sent
-                log.error("the writer process had stopped (exit code %s); starting another", child.proc.exitcode)
-                self._retire(child)
-            self.start()
+            with self._life:
+                if self._stopped:  # stopped meanwhile: nothing of ours was sent
+                    self._refuse(cmds, then)
+                    return
+                if child is not None and self._child is child:  # it died; what it held is answered
+                    log.error(
+                        "the writer process had stopped (exit code %s); starting another", child.proc.exitcode
+                    )
+                    self._retire(child)
+                if self._child is None:
+                    self.start()
         try:
             child.down.send_bytes(data)
-        except OSError:  # its receiver answers every batch still on its way, this one too
-            log.exception("sending a batch to the writer process failed")
-            child.proc.kill()
+        except (OSError, TypeError):  # closed under us, or the child is gone: its receiver
+            # answers every batch still on its way, this one too
+            if not self._stopped:  # when stopping, the child still answers what it received
+                log.exception("sending a batch to the writer process failed")
+                child.proc.kill()
+
+    @staticmethod
+    def _refuse(cmds: list[Command], then: Callable[[], None]) -> None:
+        stopping = error_body(Refusal("shutting_down", "the server is stopping"))
+        for c in cmds:
+            c.body = stopping
+        then()
 
     def _receive(self, child: _Child) -> None:
         """Read the child's replies in order until its pipe closes; then answer what it held."""
+        broken = False
         while True:
             try:
                 done = self._decoder.decode(child.up.recv_bytes())
             except (EOFError, OSError, msgspec.DecodeError):
                 break
+            except Exception:  # a pipe closed under us, say: end this child, answer what it held
+                log.exception("reading the writer process failed")
+                broken = True
+                break
             with child.lock:
-                sent = child.sent.popleft()
+                sent = child.sent.popleft() if child.sent else None
+                if sent is not None and len(sent.cmds) != len(done.bodies):
+                    child.sent.appendleft(sent)
+                    sent = None
+            if sent is None:
+                log.error("the writer process answered out of step; ending it")
+                broken = True
+                break
             for c, body in zip(sent.cmds, done.bodies, strict=True):
                 c.body = body
             # committed: nothing below may turn the replies into errors
@@ -306,7 +330,7 @@ class WriterProcess:
             child.dead = True
             lost = list(child.sent)
             child.sent.clear()
-        if lost:
+        if lost or broken:
             log.error("the writer process stopped with %d batches on their way; answering them", len(lost))
             self._cache.clear()  # what it published may not match what it committed
             child.proc.kill()  # it must not write on behind our back
@@ -353,8 +377,9 @@ class WriterProcess:
 
     def stop(self) -> None:
         """Close the pipe (the child finishes what it holds, answers, and exits) and wait."""
-        self._stopped = True
-        child = self._child
+        with self._life:
+            self._stopped = True
+            child = self._child
         if child is None:
             return
         child.down.close()  # EOF: the child writes what it holds, closes its store and exits

@@ -199,6 +199,7 @@ class Service:
 
     def _apply(self, commands: list[Command], done: Callable[[], None]) -> None:
         """The writer's step: one transaction for the batch, then wake the waiting sessions."""
+        assert isinstance(self.batch, Batch)
         try:
             self.batch.apply(commands, self.clock())
         except BaseException:  # never leave a client waiting, whatever happened
@@ -214,8 +215,10 @@ class Service:
         assert isinstance(self.batch, WriterProcess)
 
         def then() -> None:
-            self._wake(commands)
-            done()
+            try:
+                self._wake(commands)
+            finally:
+                done()  # or the batch's slot in flight is never given back
 
         try:
             self.batch.send(commands, self.clock(), then)

@@ -92,15 +92,19 @@ class Writer:
                     self._work.wait()
                 batch = self._take()
                 self._busy += 1
-            done = _Done(self, len(batch))
+            done = _Answer(self, len(batch))
             try:
                 self._apply(batch, done)  # answers every command itself
             except Exception:  # never let the one writer die: every later client would hang
                 log.exception("the writer's batch failed")
                 done()
 
-    def _answered(self, size: int) -> None:
+    def _answered(self, answer: _Answer) -> None:
         with self._lock:
+            if answer.called:  # once, whichever thread calls it first
+                return
+            answer.called = True
+            size = answer.size
             self._busy -= 1
             self.batches += 1
             self.commands += size
@@ -122,17 +126,16 @@ class Writer:
             self._thread.join(timeout)
 
 
-class _Done:
-    """A batch's ``done``: counts it answered once, however often it is called."""
+class _Answer:
+    """A batch's ``done``: counts it answered once, however often and from whichever thread it
+    is called."""
 
-    __slots__ = ("_writer", "_size", "_called")
+    __slots__ = ("_writer", "size", "called")
 
     def __init__(self, writer: Writer, size: int) -> None:
         self._writer = writer
-        self._size = size
-        self._called = False
+        self.size = size
+        self.called = False
 
     def __call__(self) -> None:
-        if not self._called:
-            self._called = True
-            self._writer._answered(self._size)
+        self._writer._answered(self)
