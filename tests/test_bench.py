@@ -246,6 +246,7 @@ def test_bench_writer_measures_the_batch_transaction_alone(tmp_path: Path) -> No
     # a rush's first 300 buys on fresh runs mostly succeed, and each made order was paid
     assert 150 <= found["orders"] <= 300
     assert found["buy_us"] > 0 and found["pay_us"] > 0
+    assert found["buy_cpu_us"] > 0 and found["pay_cpu_us"] > 0
     assert found["wal_pages_per_buy_batch"] >= 1  # every commit wrote something
     assert "µs per command" in r.output
 
