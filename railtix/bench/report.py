@@ -335,7 +335,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8.5))
     tl = doc["timeline"]
     tick = doc.get("timeline_tick_s", 1.0)
-    xs = [i * tick for i in range(len(tl["requests"]))]
+    xs = [(i + 0.5) * tick for i in range(len(tl["requests"]))]  # each bucket at its middle
     top.plot(xs, tl["requests"], label="replies/s (ok and errors)", color="tab:blue")
     top.plot(xs, tl["confirmed"], label="confirmed purchases/s", color="tab:green")
     if any(tl["searches"]):
@@ -346,13 +346,13 @@ def plot(doc: dict[str, Any], path: str) -> None:
         top.plot(xs, tl["errors"], label="errors/s", color="tab:red")
     c = doc.get("ceiling")
     if c and c.get("timeline"):
-        top.plot([i * tick for i in range(len(c["timeline"]))], c["timeline"], "--", color="grey",
+        top.plot([(i + 0.5) * tick for i in range(len(c["timeline"]))], c["timeline"], "--", color="grey",
                  label="null server replies/s (ceiling)")
     top.set_xlabel(f"seconds into the run ({tick:g} s buckets)")
     top.set_ylabel("per second")
     top.set_title(
-        f"railtix bench {doc['scenario']}: {doc['clients']} clients, pipeline {doc['pipeline']}, "
-        f"{doc['processes']} process(es), seed {doc['seed']} — {doc.get('server', '')}"
+        f"railtix bench {doc['scenario']} on {doc.get('server') or 'the server'}: {doc['clients']} clients, "
+        f"pipeline {doc['pipeline']}, {doc['processes']} process(es), seed {doc['seed']}"
     )
     top.grid(alpha=0.3)
     top.legend(loc="best", fontsize=8)
