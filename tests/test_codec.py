@@ -208,6 +208,15 @@ def test_bad_request(raw: bytes, code: str, rid: Any) -> None:
     assert reply == {"id": rid, "ok": False, "error": {"code": code, "message": bad.refusal.message, "retry": False}}
 
 
+def test_a_malformed_line_is_named_once_and_where() -> None:
+    codec = LineCodec()
+    codec.receive_data(b'{"id": 2, 1: 2}\n')
+    (bad,) = events(codec)
+    assert isinstance(bad, BadRequest)
+    assert bad.refusal.message.startswith("not valid JSON: object keys must be strings (byte ")
+    assert "malformed" not in bad.refusal.message
+
+
 def test_unknown_fields_are_ignored() -> None:
     codec = LineCodec()
     codec.receive_data(line({"op": "hello", "id": 1, "client": "future", "x": [1, 2]}))

@@ -11,7 +11,7 @@ def refusal_for(error: msgspec.DecodeError) -> Refusal:
     """The typed error for a line msgspec could not decode into a Request."""
     text = str(error)
     if not isinstance(error, msgspec.ValidationError):
-        return Refusal("malformed_json", f"not valid JSON: {text}")
+        return Refusal("malformed_json", f"not valid JSON: {text.removeprefix('JSON is malformed: ')}")
     if text.startswith("Expected `object`") and " - at " not in text:
         return Refusal("malformed_json", "a request is one JSON object")
     if text.startswith("Object missing required field `op`"):
