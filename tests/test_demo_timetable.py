@@ -74,6 +74,21 @@ def test_termini_of_beijing_shanghai(tt: Timetable) -> None:
     assert tt.resolve_station("beijing south") == vnp
 
 
+def test_a_city_with_one_station_names_it_and_one_with_several_is_asked_about(tt: Timetable) -> None:
+    from railtix.core import rides
+    from railtix.core.errors import Refusal
+
+    aoh = tt.station_by_code["AOH"]
+    assert tt.resolve_station(" Shanghai ") == aoh
+    assert tt.resolve_station("上海") == aoh
+    assert tt.resolve_station("Beijing") is None  # South, West and Chaoyang
+    with pytest.raises(Refusal) as e:
+        rides.station(tt, "北京")
+    assert e.value.code == "unknown_station"
+    assert "has 3 stations: Beijing South (VNP), Beijing West (BXP), Beijing Chaoyang (IFP)" in e.value.message
+    assert tt.resolve_station("Shang") is None  # a city is named by whole words
+
+
 def test_shared_stations_appear_once(tt: Timetable) -> None:
     lines_at: dict[str, set[str]] = {}
     for t in tt.trains:

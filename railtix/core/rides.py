@@ -40,6 +40,10 @@ def parse_date(text: str, now: float, presale_days: int) -> dt.date:
 def station(timetable: Timetable, text: str) -> Station:
     found = timetable.resolve_station(text)
     if found is None:
+        city = timetable.city_stations(text)
+        if len(city) > 1:
+            named = ", ".join(f"{s.name} ({s.code})" for s in city)
+            raise Refusal("unknown_station", f"{text.strip()!r} has {len(city)} stations: {named}; name one")
         hints = timetable.suggest_stations(text)
         hint = f"; did you mean {', '.join(hints)}?" if hints else ""
         raise Refusal("unknown_station", f"no station called {text!r}{hint}")

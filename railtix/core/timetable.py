@@ -129,10 +129,33 @@ class Timetable(msgspec.Struct, dict=True):
                 names[alias.casefold()] = s.code
         return names
 
+    @cached_property
+    def _cities(self) -> dict[str, tuple[str, ...]]:
+        """Stations by the leading words of their English name (``shanghai`` for Shanghai
+        Hongqiao) and the leading characters of their Chinese name (``上海``), as people name
+        a city: a name that leads to one station names it."""
+        out: dict[str, list[str]] = {}
+        for s in self.stations:
+            words = s.name.casefold().split()
+            leads = {" ".join(words[:k]) for k in range(1, len(words))}
+            leads |= {s.name_zh[:k] for k in range(2, len(s.name_zh))}
+            for lead in leads:
+                out.setdefault(lead, []).append(s.code)
+        return {k: tuple(v) for k, v in out.items()}
+
     def resolve_station(self, text: str) -> Station | None:
-        """A station by telegraph code, English name or Chinese name, ignoring case."""
-        code = self._names.get(text.strip().casefold())
+        """A station by telegraph code, English name or Chinese name, ignoring case; or by a
+        city's name when only one station of the timetable is in that city."""
+        key = text.strip().casefold()
+        code = self._names.get(key)
+        if code is None:
+            in_city = self._cities.get(key, ())
+            code = in_city[0] if len(in_city) == 1 else None
         return self.station_by_code[code] if code else None
+
+    def city_stations(self, text: str) -> list[Station]:
+        """The stations whose names begin with the name of this city (``Beijing``)."""
+        return [self.station_by_code[c] for c in self._cities.get(text.strip().casefold(), ())]
 
     def suggest_stations(self, text: str, n: int = 3) -> list[str]:
         """Closest station names for a misspelt one, as ``"Beijing South (VNP)"``."""
