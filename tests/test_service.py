@@ -468,6 +468,13 @@ def alice_beside_a_writer_process(make_service: Any) -> tuple[Any, SessionClient
     return svc, c, c.login("alice")
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/comm"), reason="process names are Linux's")
+def test_the_writer_process_goes_by_its_name(alice_beside_a_writer_process: Any) -> None:
+    svc, c, tok = alice_beside_a_writer_process
+    with open(f"/proc/{svc.batch._proc.pid}/comm") as f:
+        assert f.read().strip() == "railtix-writer"
+
+
 def test_a_writer_process_found_dead_is_replaced_before_the_batch(
     alice_beside_a_writer_process: Any, clock: FakeClock
 ) -> None:

@@ -102,6 +102,17 @@ class _Recorder:
         self.before = day
 
 
+def _name_this_process(name: bytes) -> None:
+    """Show the child by name in top, ``ps -e`` and ``pgrep railtix-writer`` (its command line
+    is multiprocessing's); Linux only, and nothing depends on it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 def _child(incoming: Connection, outgoing: Connection, location: str, shared: bool, hold_s: float) -> None:
     """The writer process: apply what arrives, answer each batch, until the pipe closes.
 
@@ -113,6 +124,7 @@ def _child(incoming: Connection, outgoing: Connection, location: str, shared: bo
     # the pipe, which is our signal to finish. SIGTERM keeps its default: it is how Python's
     # multiprocessing ends a child at exit when the parent could not stop it in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _name_this_process(b"railtix-writer")
     from railtix.store import open_store
 
     store = open_store(location)
