@@ -193,6 +193,18 @@ def test_error_table_says_which_codes_are_retryable(doc: str) -> None:
         assert row[2] and row[3], f"{code}: meaning and ops must be filled in"
 
 
+def test_the_client_side_codes_are_the_ones_the_client_and_bench_use(doc: str) -> None:
+    from pathlib import Path
+
+    rows = table(section(doc, 2, "8. Error codes"), "Client-side code")
+    listed = {unquote(r[0]) for r in rows}
+    root = Path(__file__).resolve().parent.parent / "railtix"
+    sources = "".join(p.read_text() for d in ("client", "bench") for p in (root / d).glob("*.py"))
+    used = set(re.findall(r'(?:RailtixError\(|super\(\).__init__\(|error\(kind, )"([a-z_]+)"', sources))
+    used -= set(CODES) - listed  # a server code the client also raises itself (unauthorized)
+    assert used == listed, f"used but not listed: {used - listed}; listed but not used: {listed - used}"
+
+
 def test_every_code_the_doc_mentions_exists(doc: str) -> None:
     """Backticked words that look like codes in error contexts, and codes in example replies."""
     in_examples = set(_ERROR_CODE_IN_REPLY.findall(doc)) - {"<code>"}
