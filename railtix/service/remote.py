@@ -141,12 +141,12 @@ def _child(incoming: Connection, outgoing: Connection, location: str, shared: bo
         while not closed:
             try:
                 got = [decoder.decode(incoming.recv_bytes())]
-            except EOFError:
-                return
+            except (EOFError, OSError):  # closed, or closed in the middle of a batch (whose
+                return  # sender answers it, not knowing whether it arrived)
             while len(got) < limits.writer_batches_in_flight and incoming.poll(0):
                 try:
                     got.append(decoder.decode(incoming.recv_bytes()))
-                except EOFError:  # write what arrived, then stop
+                except (EOFError, OSError):  # write what arrived whole, then stop
                     closed = True
                     break
             parts: list[list[Command]] = []
