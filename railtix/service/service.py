@@ -340,7 +340,6 @@ class Service:
     def _mutate(self, session: Session, req: m.Buy | m.Pay | m.Cancel | m.Refund) -> None:
         user = self.user_of(req.token)
         ride = None
-        print_ = fingerprint(req)
         if isinstance(req, m.Buy):
             try:
                 ride = self._ride(req.train, req.date, req.from_, req.to, self.clock())
@@ -350,7 +349,7 @@ class Service:
                 stored = self.store.stored_reply(user, req.key)
                 if stored is None:
                     raise
-                self._replay(session, req, stored, print_)
+                self._replay(session, req, stored)
                 return
             if self._hopeless(ride, req) and (user, req.key) not in self._pending:
                 # sold out as of the last commit: answered here, without the writer (see
@@ -359,19 +358,20 @@ class Service:
                 stored = self.store.stored_reply(user, req.key) if maybe else None
                 if stored is None:
                     raise no_seats(ride.train.number, ride.date, req.seat_class)
-                self._replay(session, req, stored, print_)
+                self._replay(session, req, stored)
                 return
         op = req.__struct_config__.tag
         assert op in MUTATIONS
-        self._submit(
-            session, Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=print_)
-        )
+        command = Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=fingerprint(req))
+        self._submit(session, command)
 
     @staticmethod
-    def _replay(session: Session, req: m.Buy, stored: tuple[str, bytes], print_: str) -> None:
-        """Answer with the reply remembered under the request's key (if it was this request)."""
+    def _replay(session: Session, req: m.Buy, stored: tuple[str, bytes]) -> None:
+        """Answer with the reply remembered under the request's key (if it was this request).
+        The request's fingerprint is made only here and for the writer: a refusal needs none."""
         fingerprint_then, body = stored
-        session.reply(with_id(req.id, body if fingerprint_then == print_ else error_body(key_reused(req.key))))
+        same = fingerprint_then == fingerprint(req)
+        session.reply(with_id(req.id, body if same else error_body(key_reused(req.key))))
 
     def _hopeless(self, ride: rides.Ride, req: m.Buy) -> bool:
         """True when the committed seat maps leave fewer seats than the party for this ride.
