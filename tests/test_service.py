@@ -625,6 +625,33 @@ def test_a_key_still_being_written_is_not_answered_before_the_writer(alice_in_on
     assert other.replies(1)[0]["error"]["code"] == "key_reused_with_different_request"
 
 
+def test_the_writer_is_told_which_keys_cannot_have_a_reply(alice: Any, clock: FakeClock) -> None:
+    """Only a key the filter has never seen, with no other request under it pending, is marked
+    new (not looked up by the writer); one seen, or pending twice, is looked up."""
+    from railtix.service.batch import Command
+
+    svc, c, tok = alice
+    date = clock.date(2)
+    c.ok(**buy(tok, "seen", date, *ids(1)))
+    assert svc.writer.drain(wait_max_s)
+    user = svc.user_of(tok)
+
+    def marked(key: str, pending: int) -> bool:
+        cmd = Command("buy", source="test", user=user, key=key, session=object())
+        svc._pending[(user, key)] = pending
+        try:
+            svc._mark_new_keys([cmd])
+        finally:
+            svc._pending.pop((user, key))
+        return cmd.stored
+
+    assert marked("fresh", 1) is False  # only itself pending, never seen: no lookup
+    assert marked("fresh", 2) is True  # another request with it queued or being written
+    assert marked("seen", 1) is True  # a reply may be stored
+    svc._keys = None  # as with a store that other processes write
+    assert marked("fresh", 1) is True
+
+
 def test_a_shared_store_has_no_key_filter(make_service: Any, clock: FakeClock) -> None:
     """The processes model marks its store shared before it starts the service: the filter,
     which only knows this process's keys, must not be used then."""

@@ -57,6 +57,9 @@ class Command:
     ready: bool = False
     #: the Session waiting for the reply (None for the sweeper's commands)
     session: Any = None
+    #: False when the serving process knows the key has no stored reply, so the writer need
+    #: not look it up (``Service._mark_new_keys``); True when it may have one or nobody knows
+    stored: bool = True
 
 
 class CommandFailed(Exception):
@@ -222,7 +225,7 @@ class _Run:
         names = sorted({c.args["name"] for c in cmds if c.op == "register"})
         if names:
             tx.lock_names(names)
-        pairs = list({(c.user, c.key) for c in cmds if c.key is not None})
+        pairs = list({(c.user, c.key) for c in cmds if c.key is not None and c.stored})
         #: remembered replies: those stored before this batch and those made in it
         self.keys = tx.keys(pairs) if pairs else {}
         self.new_keys: list[tuple[int, str, str, bytes]] = []

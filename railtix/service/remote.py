@@ -59,8 +59,10 @@ log = logging.getLogger("railtix")
 #: Seconds the child gets to finish and exit after the serving process closes the pipe.
 stop_timeout_s = 10.0
 
-# (op, user, key, fingerprint, args, req, ride: (train, date, start, end, departs) | None)
-_Cmd = tuple[str, int, str | None, str, dict[str, Any], m.Request | None, tuple[str, str, int, int, float] | None]
+# (op, user, key, fingerprint, args, req, ride: (train, date, start, end, departs) | None, stored)
+_Cmd = tuple[
+    str, int, str | None, str, dict[str, Any], m.Request | None, tuple[str, str, int, int, float] | None, bool
+]
 
 
 class _Batch(msgspec.Struct, array_like=True):
@@ -152,9 +154,12 @@ def _child(incoming: Connection, outgoing: Connection, location: str, shared: bo
             parts: list[list[Command]] = []
             for b in got:
                 cmds = []
-                for op, user, key, print_, args, req, ride in b.cmds:
+                for op, user, key, print_, args, req, ride, stored in b.cmds:
                     r = None if ride is None else Ride(trains[ride[0]], ride[1], ride[2], ride[3], ride[4])
-                    cmds.append(Command(op, source=None, user=user, req=req, ride=r, key=key, fingerprint=print_, args=args))
+                    cmds.append(Command(
+                        op, source=None, user=user, req=req, ride=r, key=key, fingerprint=print_, args=args,
+                        stored=stored,
+                    ))
                 parts.append(cmds)
             everything = [c for cmds in parts for c in cmds]
             recorder.reset()
@@ -273,6 +278,7 @@ class WriterProcess:
                 c.op, c.user, c.key, c.fingerprint, args,
                 c.req if c.op in ("buy", "pay", "cancel", "refund") else None,
                 None if ride is None else (ride.train.number, ride.date, ride.start, ride.end, ride.departs),
+                c.stored,
             ))
         data = _encoder.encode(_Batch(now, wire))
         while True:

@@ -197,9 +197,28 @@ class Service:
         if not self.writer.submit(command.source, command):
             raise Refusal("busy", "too many requests are waiting for the writer; try again in a moment")
 
+    def _mark_new_keys(self, commands: list[Command]) -> None:
+        """Tell the writer which keys cannot have a stored reply, so that it looks up only the
+        others: a key the filter has never seen, with no other request under it queued or being
+        written. Pending is read before the filter: ``_wake`` adds a key to the filter before it
+        stops being pending, so a request that has just been answered is seen in one or the
+        other. Without a filter (a store other processes write) every key is looked up."""
+        keys = self._keys
+        if keys is None:
+            return
+        mine: list[tuple[Command, tuple[int, str]]] = []
+        for c in commands:
+            if c.key is not None and c.session is not None:
+                mine.append((c, (c.user, c.key)))
+        with self._pending_lock:
+            others = [self._pending.get(pair, 0) > 1 for _, pair in mine]
+        for (c, pair), other in zip(mine, others, strict=True):
+            c.stored = other or keys.may_exist(*pair)
+
     def _apply(self, commands: list[Command], done: Callable[[], None]) -> None:
         """The writer's step: one transaction for the batch, then wake the waiting sessions."""
         assert isinstance(self.batch, Batch)
+        self._mark_new_keys(commands)
         try:
             self.batch.apply(commands, self.clock())
         except BaseException:  # never leave a client waiting, whatever happened
@@ -221,6 +240,7 @@ class Service:
                 done()  # or the batch's slot in flight is never given back
 
         try:
+            self._mark_new_keys(commands)
             self.batch.send(commands, self.clock(), then)
         except BaseException:  # not sent: nothing was changed
             log.exception("sending a batch failed")
