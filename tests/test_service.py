@@ -590,6 +590,21 @@ def test_a_sold_out_ride_is_answered_without_the_writer_and_not_remembered(alice
     assert no_id(c.call(**buy(tok, "late", date, *ids(1, base=1)))) == no_id(again)
 
 
+def test_without_the_key_filter_a_sold_out_ride_is_answered_by_the_writer(alice: Any, clock: FakeClock) -> None:
+    """A store other processes write has no key filter: telling a new key from a used one would
+    take a read of the store on the serving loop for every refusal, so the writer answers."""
+    svc, c, tok = alice
+    date = clock.date(2)
+    sell_out_business(c, tok, date)
+    svc._keys = None  # as with the processes model or PostgreSQL
+    assert svc.writer.drain(wait_max_s)
+    written = svc.writer.commands
+    refused = c.error("sold_out", **buy(tok, "late", date, *ids(1, base=1)))
+    assert "not enough business seats on G1" in refused["error"]["message"]
+    assert svc.writer.drain(wait_max_s)
+    assert svc.writer.commands == written + 1  # the writer saw it
+
+
 def test_sold_out_in_the_writer_is_not_remembered_either(alice: Any, clock: FakeClock) -> None:
     """Two buys race for the last seat in one batch: the loser's key stays free."""
     svc, c, tok = alice
