@@ -31,6 +31,13 @@ close_grace_s = 10.0
 #: slot forever (the lecture's ``asyncio.wait_for``).
 read_deadline_s = 30.0
 
+#: Connections the kernel may hold for us before we accept them (Linux caps it at
+#: net.core.somaxconn, 4096 by default). A rush is a thousand clients connecting in the same
+#: instant; with asyncio's default of 100 the rest had their handshakes dropped and retried after
+#: 1, 3 and 7 seconds. asyncio's create_server listens again with its own backlog, so every
+#: serving model passes this one.
+listen_backlog = 4096
+
 #: Open connections per server process. Each costs a few KiB of buffers; 10,000 fits the bench's
 #: largest rush and stays far under the default file-descriptor limits we raise to.
 connections_max = 10_000

@@ -14,6 +14,7 @@ import datetime as dt
 import itertools
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -408,6 +409,24 @@ def test_slow_client_stalls_only_the_serial_model(server: Server) -> None:
 
 
 # --- model-specific ------------------------------------------------------------------------------
+@pytest.mark.skipif(not shutil.which("ss"), reason="needs iproute2's ss to read a listening socket")
+def test_a_rush_of_connections_finds_room_to_wait(server: Server) -> None:
+    """The listening socket keeps ``listen_backlog`` handshakes waiting, not asyncio's default of
+    100: a thousand clients connecting at once must not have theirs dropped and retried."""
+    from railtix import limits
+
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True)
+    backlogs = {int(line.split()[2]) for line in out.stdout.splitlines() if line.startswith("LISTEN")}
+    assert backlogs == {min(limits.listen_backlog, _somaxconn())}
+
+
+def _somaxconn() -> int:
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except OSError:
+        return 4096
+
+
 def test_threads_over_the_limit_get_busy(tmp_path: Path) -> None:
     srv = start_server("threads", tmp_path, threads_max=2)
     try:

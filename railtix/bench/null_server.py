@@ -130,7 +130,9 @@ async def serve(sock: socket.socket, ready: Any = None) -> None:
     tails = {op: body[1:] + b"\n" for op, body in bodies.items()}
     default = tails[b"buy"]
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: NullConnection(tails, default), sock=sock)
+    server = await loop.create_server(
+        lambda: NullConnection(tails, default), sock=sock, backlog=limits.listen_backlog
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -172,7 +172,7 @@ async def serve(
     assert isinstance(deadline, int | float)
     server = AsyncioServer(service, loop, float(deadline))
     sock = listen(opts.tcp_host, opts.tcp_port)
-    tcp = await loop.create_server(lambda: TcpConnection(server), sock=sock)
+    tcp = await loop.create_server(lambda: TcpConnection(server), sock=sock, backlog=limits.listen_backlog)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(RuntimeError, ValueError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)

@@ -6,6 +6,8 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from railtix import limits
+
 
 @dataclass
 class ServeOptions:
@@ -19,7 +21,7 @@ class ServeOptions:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def listen(host: str, port: int, backlog: int = 4096) -> socket.socket:
+def listen(host: str, port: int, backlog: int = limits.listen_backlog) -> socket.socket:
     """A listening TCP socket; port 0 picks a free port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

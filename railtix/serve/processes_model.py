@@ -101,7 +101,7 @@ async def serve_worker(
     service.store.shared = True  # other workers write the same database
     service.start()
     server = AsyncioServer(service, loop, read_deadline_s(opts))
-    tcp = await loop.create_server(lambda: TcpConnection(server), sock=listener)
+    tcp = await loop.create_server(lambda: TcpConnection(server), sock=listener, backlog=limits.listen_backlog)
     # main loop
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
