@@ -218,8 +218,8 @@ class Service:
     def _apply(self, commands: list[Command], done: Callable[[], None]) -> None:
         """The writer's step: one transaction for the batch, then wake the waiting sessions."""
         assert isinstance(self.batch, Batch)
-        self._mark_new_keys(commands)
         try:
+            self._mark_new_keys(commands)
             self.batch.apply(commands, self.clock())
         except BaseException:  # never leave a client waiting, whatever happened
             log.exception("batch failed")
