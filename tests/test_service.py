@@ -312,6 +312,29 @@ def test_a_departed_train(alice: Any, clock: FakeClock) -> None:
     assert next(t for t in r["trains"] if t["train"] == "G1")["departed"] is True
 
 
+def test_search_rows_are_remembered_only_until_a_commit_or_a_departure(alice: Any, clock: FakeClock) -> None:
+    """A search's rows are kept per run between commits (render.search_rows): a purchase, a
+    cancellation and the train's departure must each show in the very next search."""
+    svc, c, tok = alice
+    today = clock.date(0)  # 09:00: G1 leaves Nanjing South at 10:28
+
+    def g1() -> dict[str, Any]:
+        r = c.ok(op="search", **{"from": "NKH", "to": "AOH", "date": today})
+        return next(t for t in r["trains"] if t["train"] == "G1")
+
+    def second(row: dict[str, Any]) -> int:
+        return int(next(k for k in row["classes"] if k["class"] == "second")["left"])
+
+    first = g1()
+    assert first["departed"] is False and g1() == first
+    order = c.ok(**buy(tok, "r1", today, *ids(2), cls="second", frm="NKH"))["order"]["order"]
+    assert second(g1()) == second(first) - 2
+    c.ok(op="cancel", token=tok, key="r2", order=order)
+    assert second(g1()) == second(first)
+    clock.advance(90 * 60)  # 10:30, with no commit since the last search
+    assert g1()["departed"] is True
+
+
 def test_unknown_station_suggests_names(alice: Any, clock: FakeClock) -> None:
     svc, c, tok = alice
     e = c.error("unknown_station", op="search", **{"from": "Beijng South", "to": "AOH", "date": clock.date(1)})

@@ -50,7 +50,7 @@ def canned_bodies() -> dict[bytes, bytes]:
     day = (rides.today(now) + dt.timedelta(days=3)).isoformat()
     _, trains = rides.search(
         tt, "VNP", "NKH", day, now, limits.presale_days,
-        lambda runs: {f"{t.number}@{d}": RunState.empty(t, d) for t, d in runs},
+        lambda runs: [RunState.empty(t, d) for t, d in runs],
     )
     g1 = tt.train_by_number["G1"]
     departs = g1.depart_at(dt.date.fromisoformat(day), 0).timestamp()

@@ -10,6 +10,7 @@ state that is not durable.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -21,7 +22,7 @@ from railtix.core.timetable import Timetable, Train, ride_mask
 
 
 class RunState:
-    __slots__ = ("run", "train", "date", "maps", "passengers", "version", "counts")
+    __slots__ = ("run", "train", "date", "maps", "passengers", "version", "memo")
 
     def __init__(
         self,
@@ -39,8 +40,10 @@ class RunState:
         #: id number -> {order id: legs mask} for live orders on this run
         self.passengers = passengers
         self.version = version
-        #: on read-only views only: seats left per (class, mask), filled as searches ask
-        self.counts: dict[tuple[str, int], int] | None = None
+        #: on read-only views only: what readers derived from these maps, filled as they ask
+        #: (seats left per (class, mask), a search's row per (start, end, departed)) and
+        #: dropped with the view when the next commit replaces it
+        self.memo: dict[tuple[Any, ...], Any] | None = None
 
     @classmethod
     def empty(cls, train: Train, date: str) -> RunState:

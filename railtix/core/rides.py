@@ -166,29 +166,41 @@ def routes(timetable: Timetable, a: str, b: str) -> tuple[Route, ...]:
 
 def seats_left(state: RunState, seat_class: str, mask: int) -> int:
     """Free seats of a class for a ride, remembered on read-only views of a run."""
-    counts = state.counts
-    if counts is None:
+    memo = state.memo
+    if memo is None:
         return available(state.maps[seat_class], mask)
     key = (seat_class, mask)
-    left = counts.get(key)
+    left = memo.get(key)
     if left is None:
-        left = counts[key] = available(state.maps[seat_class], mask)
+        left = memo[key] = available(state.maps[seat_class], mask)
     return left
 
 
-def search(
+def listing(state: RunState, route: Route, departed: bool) -> dict[str, object]:
+    """A search's row for one train: the route, whether it has left, and per class the seats
+    left (remembered on read-only views) and the price."""
+    row = dict(route.row)
+    row["departed"] = departed
+    row["classes"] = [
+        {"class": c, "left": seats_left(state, c, route.mask), "price": price} for c, price in route.prices
+    ]
+    return row
+
+
+def search_runs(
     timetable: Timetable,
     origin: str,
     destination: str,
     date: str,
     now: float,
     presale_days: int,
-    run_states: Callable[[list[tuple[Train, str]]], dict[str, RunState]],
-) -> tuple[str, list[dict[str, object]]]:
-    """The sale date, and the trains from origin to destination on it with seats left and price.
+    run_states: Callable[[list[tuple[Train, str]]], list[RunState]],
+) -> tuple[str, list[tuple[RunState, Route, bool]]]:
+    """What a search shows, before it is turned into rows: the sale date and, per train from
+    origin to destination by departure, its run's committed state, its route, and whether it
+    has left (12306 lists departed trains too, greyed out).
 
-    ``run_states`` gives the committed inventory of the runs it is asked for, keyed by run id. Trains that have already left the
-    boarding station are listed too (12306 lists them greyed out) with ``departed: true``.
+    ``run_states`` gives the committed inventory of the runs it is asked for, in that order.
     """
     a, b = station(timetable, origin), station(timetable, destination)
     if a.code == b.code:
@@ -198,13 +210,19 @@ def search(
     midnight = dt.datetime.combine(day, dt.time(0, 0), CST).timestamp()
     found = routes(timetable, a.code, b.code)
     states = run_states([(r.train, iso) for r in found])
-    out: list[dict[str, object]] = []
-    for r in found:
-        state = states[run_id(r.train.number, iso)]
-        row = dict(r.row)
-        row["departed"] = midnight + r.depart * 60 <= now
-        row["classes"] = [
-            {"class": c, "left": seats_left(state, c, r.mask), "price": price} for c, price in r.prices
-        ]
-        out.append(row)
-    return iso, out
+    return iso, [(state, r, midnight + r.depart * 60 <= now) for r, state in zip(found, states, strict=True)]
+
+
+def search(
+    timetable: Timetable,
+    origin: str,
+    destination: str,
+    date: str,
+    now: float,
+    presale_days: int,
+    run_states: Callable[[list[tuple[Train, str]]], list[RunState]],
+) -> tuple[str, list[dict[str, object]]]:
+    """The sale date, and the trains from origin to destination on it with seats left and
+    price, as ``listing`` rows (see ``search_runs``)."""
+    iso, found = search_runs(timetable, origin, destination, date, now, presale_days, run_states)
+    return iso, [listing(state, route, departed) for state, route, departed in found]

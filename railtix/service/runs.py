@@ -73,24 +73,22 @@ class RunCache:
             state = self._load(train, date)
         return state
 
-    def many(self, rides: Sequence[tuple[Train, str]]) -> dict[str, RunState]:
-        """Committed states of several runs; fresh from the store when it is shared."""
-        out: dict[str, RunState] = {}
-        for t, d in rides:
-            out[run_id(t.number, d)] = self.get(t, d)
+    def many(self, rides: Sequence[tuple[Train, str]]) -> list[RunState]:
+        """Committed states of several runs, in the order asked; fresh from the store when it
+        is shared."""
+        out = [self.get(t, d) for t, d in rides]
         if self._store.shared and out:
-            stored = self._store.run_versions(list(out))
-            for (t, d) in rides:
-                r = run_id(t.number, d)
-                if stored.get(r, 0) != out[r].version:
-                    out[r] = self._load(t, d)
+            stored = self._store.run_versions([s.run for s in out])
+            for i, (t, d) in enumerate(rides):
+                if stored.get(out[i].run, 0) != out[i].version:
+                    out[i] = self._load(t, d)
         return out
 
     def _load(self, train: Train, date: str) -> RunState:
         run = run_id(train.number, date)
         with self._load_lock:
             state = build_state(train, date, self._store.run_row(run), [])
-            state.counts = {}  # a read-only view: counts may be remembered
+            state.memo = {}  # a read-only view: what readers derive may be remembered
             current = self._runs.get(run)
             if current is None or current.version <= state.version:
                 self._runs[run] = state
@@ -120,7 +118,7 @@ class RunCache:
 
     def _install(self, views: list[RunState]) -> None:
         for v in views:
-            v.counts = {}  # read-only: counts may be remembered
+            v.memo = {}  # read-only: what readers derive may be remembered
         with self._load_lock:  # a reader's load of an older version must not land after this
             for v in views:
                 self._runs[v.run] = v

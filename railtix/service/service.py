@@ -406,7 +406,7 @@ class Service:
         not checked here (readers' views have no passenger index): such a buy on a sold-out
         ride is told ``sold_out`` where the writer would have named the passenger.
         """
-        state = self.cache.many([(ride.train, ride.date)])[ride.run]
+        state = self.cache.get(ride.train, ride.date)  # the gate runs only where no other process writes
         if req.seat_class not in state.maps:
             return False
         party = len(req.passengers)
@@ -440,10 +440,10 @@ class Service:
         session.reply(encode_ok(req.id, {"stations": [render.station(s) for s in self.timetable.stations]}))
 
     def _search(self, session: Session, req: m.Search) -> None:
-        day, trains = rides.search(
+        day, found = rides.search_runs(
             self.timetable, req.from_, req.to, req.date, self.clock(), limits.presale_days, self.cache.many
         )
-        session.reply(encode_ok(req.id, {"date": day, "trains": trains}))
+        session.reply(encode_ok(req.id, {"date": day, "trains": render.search_rows(found)}))
 
     def _train(self, session: Session, req: m.TrainInfo) -> None:
         t = rides.train(self.timetable, req.train)
@@ -456,7 +456,7 @@ class Service:
         if req.date is not None:
             day = rides.parse_date(req.date, self.clock(), limits.presale_days).isoformat()
             body["date"] = day
-            state = self.cache.many([(t, day)])[f"{t.number}@{day}"]
+            state = self.cache.many([(t, day)])[0]
             full = ride_mask(0, len(t.stops) - 1)
             body["left_whole_way"] = {c: available(occ, full) for c, occ in state.maps.items()}
         session.reply(encode_ok(req.id, body))

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
+from railtix.core.inventory import RunState
 from railtix.core.orders import Order, masked
+from railtix.core.rides import Route, listing
 from railtix.core.timetable import CST, Station, Timetable
+
+_encoder = msgspec.json.Encoder()
 
 
 def when(ts: float | None) -> str | None:
@@ -66,3 +73,24 @@ def train_stops(timetable: Timetable, number: str, hhmm: Any) -> list[dict[str, 
             }
         )
     return rows
+
+
+def search_rows(found: Sequence[tuple[RunState, Route, bool]]) -> list[msgspec.Raw]:
+    """A search's rows as JSON, each encoded once per commit of its run.
+
+    A row is remembered on the run's read-only view (which the next commit to that run
+    replaces), so the many searches that show one train between two commits share its bytes:
+    in 12306's mix of nine searches to one purchase, encoding the same rows again was a sixth
+    of the event loop's time.
+    """
+    out = []
+    for state, route, departed in found:
+        memo = state.memo
+        key = ("row", route.start, route.end, departed)
+        raw = None if memo is None else memo.get(key)
+        if raw is None:
+            raw = msgspec.Raw(_encoder.encode(listing(state, route, departed)))
+            if memo is not None:
+                memo[key] = raw
+        out.append(raw)
+    return out
