@@ -84,6 +84,14 @@ writer_batches_in_flight = 3
 #: on the wire and its reply about as much; smaller ones pass in one write and one read.
 writer_pipe_bytes = 1 << 20
 
+#: How old, at most, the seat counts a search or ``train`` shows may be when other processes
+#: write the store too (the processes model's workers, any PostgreSQL deployment): a worker
+#: checks its cached runs against the stored versions once per this many seconds, with one
+#: query for all of them, instead of once per search. A purchase through the worker itself
+#: shows at once; the writer always decides on the stored state. 12306 itself shows seat counts
+#: that lag by seconds; a twentieth of a second keeps a search from costing a database round trip.
+shared_views_max_age_s = 0.05
+
 #: Rides (train, date, from, to) whose checks are remembered until the train leaves or the day
 #: turns. A rush asks about a few rides thousands of times; the whole timetable on sale is about
 #: 156 trains x 15 days x a few dozen station pairs, so past this the memo simply starts afresh.

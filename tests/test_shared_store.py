@@ -16,6 +16,7 @@ import pytest
 from conftest import SessionClient, tiny_timetable
 from test_postgres import PG, _pg_up
 
+from railtix import limits
 from railtix.core.inventory import fold
 from railtix.store import open_store
 
@@ -85,3 +86,34 @@ def test_alternating_sales_fill_the_train_exactly(make_service: Any, shared_url:
         assert all(m == 0b1111 for m in maps["business"])
     finally:
         store.close()
+
+
+def test_a_search_sees_other_processes_sales_within_the_max_age(make_service: Any, shared_url: str, clock: Any) -> None:
+    """Searches in a shared store check the cached runs against the store once per
+    ``shared_views_max_age_s``, with one query, not once per search; a sale through the other
+    process shows in the first search after that."""
+    ca, cb, ta, tb = _pair(make_service, shared_url)
+    b = cb.service
+    now = [0.0]
+    b.cache._clock = lambda: now[0]
+    queries = []
+    versions = b.store.run_versions
+    b.store.run_versions = lambda runs: queries.append(len(runs)) or versions(runs)  # type: ignore[method-assign]
+    date = clock.date(1)
+
+    def left() -> int:
+        r = cb.ok(op="search", **{"from": "AAA", "to": "EEE", "date": date})
+        t1 = next(t for t in r["trains"] if t["train"] == "T1")
+        return int(next(k for k in t1["classes"] if k["class"] == "business")["left"])
+
+    assert left() == 6
+    assert _buy(ca, ta, "a1", date, "330101199001011234", "AAA", "EEE")["ok"]
+    for _ in range(5):
+        left()  # within the max age: answered from the cache, whatever it shows
+    assert queries == []  # the first search found nothing cached to check
+    now[0] += limits.shared_views_max_age_s
+    assert left() == 5
+    assert len(queries) == 1
+    # a sale through this process shows at once: its own writer publishes the maps
+    assert _buy(cb, tb, "b1", date, "330101199001011299", "AAA", "EEE")["ok"]
+    assert left() == 4

@@ -3,16 +3,20 @@
 Readers (search, availability) take views from here and never wait for the writer. A view is a
 run's seat maps as of a commit (no passenger index: readers do not need it). The writer keeps
 its own working states and publishes copies of the maps it changed only after the commit, so a
-reader never sees seats that are not durable. When the store is shared with other processes, a
-reader first asks the store for the runs' versions (one query for a whole search) and reloads
-the runs that changed.
+reader never sees seats that are not durable. When the store is shared with other processes,
+the cached runs are checked against the stored versions at most every
+``limits.shared_views_max_age_s`` (one query for all of them), and those that changed are
+reloaded when next asked for: what a search shows may be that much older than a purchase made
+through another process, never older.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
+from railtix import limits
 from railtix.core.inventory import RunState, run_id
 from railtix.core.orders import Order
 from railtix.core.timetable import Train
@@ -50,11 +54,22 @@ def refresh(state: RunState, row: tuple[int, bytes] | None, changed: list[Order]
 
 
 class RunCache:
-    def __init__(self, store: Store, trains: dict[str, Train]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        trains: dict[str, Train],
+        max_age_s: float = limits.shared_views_max_age_s,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._trains = trains  #: by number, to rebuild views from the writer process's maps
         self._runs: dict[str, RunState] = {}
         self._load_lock = threading.Lock()
+        self._max_age_s = max_age_s
+        self._clock = clock
+        #: when the cached runs were last checked against a shared store (clock's time)
+        self._checked = float("-inf")
+        self._check_lock = threading.Lock()
 
     def forget(self, runs: list[str]) -> None:
         """Drop these views: the next reader loads them from the store."""
@@ -74,15 +89,31 @@ class RunCache:
         return state
 
     def many(self, rides: Sequence[tuple[Train, str]]) -> list[RunState]:
-        """Committed states of several runs, in the order asked; fresh from the store when it
-        is shared."""
-        out = [self.get(t, d) for t, d in rides]
-        if self._store.shared and out:
-            stored = self._store.run_versions([s.run for s in out])
-            for i, (t, d) in enumerate(rides):
-                if stored.get(out[i].run, 0) != out[i].version:
-                    out[i] = self._load(t, d)
-        return out
+        """Committed states of several runs, in the order asked; when the store is shared, no
+        older than ``max_age_s`` plus one check."""
+        if self._store.shared:
+            self.check()
+        return [self.get(t, d) for t, d in rides]
+
+    def check(self) -> None:
+        """Drop the views that other processes' commits have overtaken, unless the last check
+        is recent (or another thread is checking right now)."""
+        now = self._clock()
+        if now - self._checked < self._max_age_s or not self._check_lock.acquire(blocking=False):
+            return
+        try:
+            self._checked = now  # before the query: a view is never older than max age + one query
+            views = dict(self._runs)
+            stored = self._store.run_versions(list(views)) if views else {}
+            # only views behind the store: one our own writer published meanwhile is newer
+            stale = [r for r, v in views.items() if stored.get(r, 0) > v.version]
+            if stale:
+                with self._load_lock:
+                    for r in stale:
+                        if self._runs.get(r) is views[r]:
+                            del self._runs[r]
+        finally:
+            self._check_lock.release()
 
     def _load(self, train: Train, date: str) -> RunState:
         run = run_id(train.number, date)
