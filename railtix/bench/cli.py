@@ -48,8 +48,8 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--runs", type=click.IntRange(1, 100), default=8, show_default=True,
                      help="Runs (train and date) the rush sells."),
         click.option("--database", default=None,
-                     help="The server's SQLite file, for the audit (default ./railtix.db when the "
-                          "target is 127.0.0.1:5002 and the file exists)."),
+                     help="The server's SQLite file or postgresql:// URL, for the audit (default "
+                          "./railtix.db when the target is 127.0.0.1:5002 and the file exists)."),
         click.option("--serve/--no-serve", default=False,
                      help="Start `railtix serve` on port 0 with a temporary database and bench that."),
         click.option("--model", default=None, help="Serving model of the server --serve starts."),

@@ -240,7 +240,7 @@ def _run_null(o: Options, seed: int, say: Say) -> dict[str, Any]:
 def _audit(database: str | None, merged: dict[str, Any], users: list[str], say: Say) -> dict[str, Any]:
     if database is None:
         return {
-            "skipped": "no database to read: pass --database PATH (the server's SQLite file)",
+            "skipped": "no database to read: pass --database with the server's SQLite file or postgresql:// URL",
             "oversold": None, "lost": None, "duplicates": len(merged["key_mismatches"]) or None,
         }
     ev = Evidence(users, merged["wall_start"], merged["acks"], merged["pending"], merged["key_mismatches"])
