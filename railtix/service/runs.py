@@ -6,8 +6,8 @@ its own working states and publishes copies of the maps it changed only after th
 reader never sees seats that are not durable. When the store is shared with other processes,
 the cached runs are checked against the stored versions at most every
 ``limits.shared_views_max_age_s`` (one query for all of them), and those that changed are
-reloaded when next asked for: what a search shows may be that much older than a purchase made
-through another process, never older.
+reloaded when next asked for: what a search shows may be that much older, plus the time of one
+such query, than a purchase made through another process.
 """
 
 from __future__ import annotations
@@ -152,4 +152,8 @@ class RunCache:
             v.memo = {}  # read-only: what readers derive may be remembered
         with self._load_lock:  # a reader's load of an older version must not land after this
             for v in views:
-                self._runs[v.run] = v
+                # nor may this land on a newer one: with a shared store a reader may already
+                # have loaded a later commit of another process
+                current = self._runs.get(v.run)
+                if current is None or current.version <= v.version:
+                    self._runs[v.run] = v
