@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from conftest import tiny_train
 
 from railtix.core.inventory import RunState
@@ -71,7 +69,7 @@ def test_views_are_checked_once_per_max_age_and_stale_ones_reloaded() -> None:
     assert left(cache) == 2 and store.version_queries == 1
 
 
-def test_an_unshared_store_is_never_asked(monkeypatch: Any) -> None:
+def test_an_unshared_store_is_never_asked() -> None:
     store = Store()
     store.shared = False
     cache = RunCache(store, {TRAIN.number: TRAIN}, clock=lambda: 1e9)  # type: ignore[arg-type]
