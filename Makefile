@@ -9,6 +9,7 @@ DEV := $(VENV)/.installed-dev
 
 # railtix and what it needs to run
 $(BASE): pyproject.toml
+	@echo "railtix: installing railtix and what it needs into $(VENV) (the first time: about a minute, from PyPI)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
@@ -16,6 +17,7 @@ $(BASE): pyproject.toml
 
 # and the tools to test it
 $(DEV): $(BASE)
+	@echo "railtix: installing the test tools into $(VENV)"
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(DEV)
 

@@ -813,7 +813,7 @@ def _read_timetable(data: bytes, source: str) -> Timetable:
 
 @main.command()
 @click.option("--model", "model_name", default=None, type=click.Choice(sorted(MODELS)),
-              help="Serving model (default asyncio; each is described below).")
+              help="Serving model (default asyncio; each is described above).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes for the processes model; 0 means one per core.")
 @click.option("--tcp", default=DEFAULT_TCP, show_default=True, metavar="HOST:PORT",

@@ -129,7 +129,11 @@ def audit_command(database: str, json_path: str | None) -> None:
         click.echo(f"railtix bench audit: {e}", err=True)
         sys.exit(2)
     c = found["checked"]
-    click.echo(f"checked {c['runs']:,} runs, {c['orders']:,} orders ({c['live_orders']:,} live, {c['tickets']:,} tickets)")
+    runs, orders, tickets = c["runs"], c["orders"], c["tickets"]
+    click.echo(
+        f"checked {runs:,} run{'' if runs == 1 else 's'}, {orders:,} order{'' if orders == 1 else 's'} "
+        f"({c['live_orders']:,} live, {tickets:,} ticket{'' if tickets == 1 else 's'})"
+    )
     for k in ("oversold", "capacity", "mismatched", "orphans", "unreadable"):
         click.echo(f"  {k}: {found[k]}")
     for line in found["details"]:

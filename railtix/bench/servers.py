@@ -53,7 +53,11 @@ class Spawned:
         )
         self._lines: queue.Queue[bytes] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.host, self.port = self._wait()
+        try:
+            self.host, self.port = self._wait()
+        except BaseException:  # the error carries the log; nothing of the attempt stays behind
+            self.cleanup()
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

@@ -172,7 +172,7 @@ def change_status(run: RunState, order: Order, event: str, now: float, **fields:
 
     Raises Refusal (changing nothing) when the transition table has no such edge.
     """
-    status = next_status(order.status, event)
+    status = next_status(order.status, event, order.id)
     changed = msgspec.structs.replace(order, status=status, **fields)
     if status is not Status.HELD:
         changed.hold_until = None

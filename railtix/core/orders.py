@@ -43,12 +43,13 @@ REFUSED: dict[str, str] = {
 }
 
 
-def next_status(status: Status, event: str) -> Status:
+def next_status(status: Status, event: str, order_id: str = "") -> Status:
     """The status after ``event``; a Refusal (and no change) when the table has no such edge."""
     try:
         return TRANSITIONS[(status, event)]
     except KeyError:
-        raise Refusal(REFUSED[event], f"order is {status.value}; cannot {event} it") from None
+        which = f"order {order_id}" if order_id else "the order"
+        raise Refusal(REFUSED[event], f"{which} is {status.value}; cannot {event} it") from None
 
 
 def masked(id_no: str) -> str:

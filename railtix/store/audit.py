@@ -221,11 +221,15 @@ def _fits(train: Train, o: Order) -> bool:
     return 0 <= o.start < o.end < len(train.stops) and all(0 <= t.seat_index < n for t in o.tickets)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def summary(report: AuditReport) -> list[str]:
     """The report as lines a person reads."""
     lines = [
-        f"checked {report.runs_checked} runs, {report.orders_checked} orders "
-        f"({report.live_orders} live, {report.tickets_checked} tickets)",
+        f"checked {_count(report.runs_checked, 'run')}, {_count(report.orders_checked, 'order')} "
+        f"({report.live_orders:,} live, {_count(report.tickets_checked, 'ticket')})",
     ]
     if report.clean:
         lines.append("clean: no seat-segment sold twice; every stored seat map equals its orders")
