@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,7 +209,10 @@ def test_compare_configurations() -> None:
     assert len(grid(["asyncio"], [1], slow=False)) == 1
 
 
-def test_compare_reports_a_model_that_does_not_start(tmp_path: object) -> None:
+def test_compare_reports_a_model_that_does_not_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the bench makes its folders
     out = f"{tmp_path}/compare.json"
     result = CliRunner().invoke(
         bench,
@@ -219,6 +223,7 @@ def test_compare_reports_a_model_that_does_not_start(tmp_path: object) -> None:
     doc = msgspec.json.decode(Path(out).read_bytes())
     (row,) = doc["configs"]
     assert row["model"] == "no-such-model" and row["failed"]
+    assert list(scratch.iterdir()) == [], "the failed start left its folders behind"
 
 
 def test_rush_steps_skip_the_pairs_given_up_without_drawing_them() -> None:
