@@ -433,7 +433,11 @@ def login(obj: Ctx, user: str, password: str | None) -> None:
 
 @client_command()
 def logout(obj: Ctx) -> None:
-    """Forget the token kept for this server."""
+    """Forget the token kept for this server.
+
+    Protocol version 1 has no logout: the server keeps honouring the token until it expires
+    (30 days after login), so a token copied elsewhere stays usable until then.
+    """
     from railtix.client import config
 
     gone = config.forget(server_key(obj.server))
@@ -442,7 +446,8 @@ def logout(obj: Ctx) -> None:
     elif gone is None:
         click.echo(f"not logged in to {server_key(obj.server)}")
     else:
-        click.echo(f"logged out {gone.user} from {server_key(obj.server)}")
+        click.echo(f"logged out {gone.user} from {server_key(obj.server)} (the token is forgotten here; "
+                   "the server honours it until it expires)")
 
 
 # --- timetable reads -----------------------------------------------------------------------------
