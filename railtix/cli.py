@@ -466,11 +466,8 @@ def search(obj: Ctx, origin: str, destination: str, date: str | None) -> None:
         return
     trains = reply.get("trains", [])
     out = console()
-    if trains:
-        a, b = trains[0]["from"], trains[0]["to"]
-        title = f"{place(a, names)} ({a}) → {place(b, names)} ({b}), {reply.get('date', day)}"
-    else:
-        title = f"{origin} → {destination}, {reply.get('date', day)}"
+    a, b = reply.get("from", origin), reply.get("to", destination)
+    title = f"{place(a, names)} ({a}) → {place(b, names)} ({b}), {reply.get('date', day)}"
     if not trains:
         out.print(f"{title}: no train runs this way")
         return

@@ -179,6 +179,15 @@ def test_unknown_station_suggests_and_exits_1(start_server: Any, cli: Run) -> No
     assert reply["ok"] is False and reply["error"]["code"] == "unknown_station"
 
 
+def test_a_search_with_no_train_names_the_stations_it_understood(start_server: Any, cli: Run) -> None:
+    server = start_server()
+    at = ["--server", f"{server.host}:{server.port}"]
+    r = cli(*at, "search", "上海", "Hong Kong")
+    assert r.exit_code == 0, r.stderr
+    assert "Shanghai Hongqiao (AOH)" in r.stdout and "(XJA)" in r.stdout, r.stdout
+    assert "no train runs this way" in r.stdout
+
+
 def test_unreachable_server(cli: Run) -> None:
     port = free_port()
     r = cli("--server", f"127.0.0.1:{port}", "search", "VNP", "AOH")

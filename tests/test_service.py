@@ -335,6 +335,12 @@ def test_search_rows_are_remembered_only_until_a_commit_or_a_departure(alice: An
     assert g1()["departed"] is True
 
 
+def test_a_search_reply_names_the_stations_as_codes(alice: Any, clock: FakeClock) -> None:
+    _, c, _ = alice
+    r = c.ok(op="search", **{"from": "Beijing South", "to": "上海虹桥", "date": clock.date(1)})
+    assert (r["from"], r["to"]) == ("VNP", "AOH") and r["trains"]
+
+
 def test_unknown_station_suggests_names(alice: Any, clock: FakeClock) -> None:
     svc, c, tok = alice
     e = c.error("unknown_station", op="search", **{"from": "Beijng South", "to": "AOH", "date": clock.date(1)})

@@ -62,7 +62,7 @@ def canned_bodies() -> dict[bytes, bytes]:
     )
     order_body = ok_body({"order": render.order(order)})
     return {
-        b"search": ok_body({"date": day, "trains": trains}),
+        b"search": ok_body({"date": day, "from": "VNP", "to": "NKH", "trains": trains}),
         b"buy": order_body,
         b"pay": order_body,
         b"cancel": order_body,

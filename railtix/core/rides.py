@@ -187,6 +187,19 @@ def listing(state: RunState, route: Route, departed: bool) -> dict[str, object]:
     return row
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a search shows, before it is turned into rows: the sale date, the stations as
+    resolved from what was asked, and per train from one to the other by departure its run's
+    committed state, its route, and whether it has left (12306 lists departed trains too,
+    greyed out)."""
+
+    date: str
+    origin: Station
+    destination: Station
+    trains: list[tuple[RunState, Route, bool]]
+
+
 def search_runs(
     timetable: Timetable,
     origin: str,
@@ -195,13 +208,9 @@ def search_runs(
     now: float,
     presale_days: int,
     run_states: Callable[[list[tuple[Train, str]]], list[RunState]],
-) -> tuple[str, list[tuple[RunState, Route, bool]]]:
-    """What a search shows, before it is turned into rows: the sale date and, per train from
-    origin to destination by departure, its run's committed state, its route, and whether it
-    has left (12306 lists departed trains too, greyed out).
-
-    ``run_states`` gives the committed inventory of the runs it is asked for, in that order.
-    """
+) -> Found:
+    """The trains from ``origin`` to ``destination`` on ``date``; ``run_states`` gives the
+    committed inventory of the runs it is asked for, in that order."""
     a, b = station(timetable, origin), station(timetable, destination)
     if a.code == b.code:
         raise Refusal("invalid_field", f"from and to are both {a.name}")
@@ -210,7 +219,8 @@ def search_runs(
     midnight = dt.datetime.combine(day, dt.time(0, 0), CST).timestamp()
     found = routes(timetable, a.code, b.code)
     states = run_states([(r.train, iso) for r in found])
-    return iso, [(state, r, midnight + r.depart * 60 <= now) for r, state in zip(found, states, strict=True)]
+    trains = [(state, r, midnight + r.depart * 60 <= now) for r, state in zip(found, states, strict=True)]
+    return Found(iso, a, b, trains)
 
 
 def search(
@@ -224,5 +234,5 @@ def search(
 ) -> tuple[str, list[dict[str, object]]]:
     """The sale date, and the trains from origin to destination on it with seats left and
     price, as ``listing`` rows (see ``search_runs``)."""
-    iso, found = search_runs(timetable, origin, destination, date, now, presale_days, run_states)
-    return iso, [listing(state, route, departed) for state, route, departed in found]
+    found = search_runs(timetable, origin, destination, date, now, presale_days, run_states)
+    return found.date, [listing(state, route, departed) for state, route, departed in found.trains]

@@ -440,10 +440,13 @@ class Service:
         session.reply(encode_ok(req.id, {"stations": [render.station(s) for s in self.timetable.stations]}))
 
     def _search(self, session: Session, req: m.Search) -> None:
-        day, found = rides.search_runs(
+        found = rides.search_runs(
             self.timetable, req.from_, req.to, req.date, self.clock(), limits.presale_days, self.cache.many
         )
-        session.reply(encode_ok(req.id, {"date": day, "trains": render.search_rows(found)}))
+        session.reply(encode_ok(req.id, {
+            "date": found.date, "from": found.origin.code, "to": found.destination.code,
+            "trains": render.search_rows(found.trains),
+        }))
 
     def _train(self, session: Session, req: m.TrainInfo) -> None:
         t = rides.train(self.timetable, req.train)
