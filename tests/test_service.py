@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from conftest import FakeClock, SessionClient, wait_max_s
 
+from railtix.core.errors import Refusal
 from railtix.core.timetable import round_half_yuan
+from railtix.wire.tcp import error_body
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -777,3 +779,30 @@ def test_a_writer_process_stopped_while_a_batch_is_being_sent_starts_no_other(
     assert answered == [1]
     assert late.body is not None and b"shutting_down" in late.body
     assert writer._proc is None
+
+
+def test_a_batch_whose_send_answers_and_then_fails_is_answered_once(make_service: Any, clock: FakeClock) -> None:
+    """A send that refuses a batch (answering it) and then raises must not answer it again: a
+    second wake would count its keys as no longer pending twice, and overwrite replies that
+    may already have left."""
+    svc = make_service(writer_process=True)
+    c = SessionClient(svc)
+    tok = c.login("alice")
+    wakes: list[int] = []
+    wake = svc._wake
+
+    def counting_wake(commands: list[Any]) -> None:
+        wakes.append(len(commands))
+        wake(commands)
+
+    def refuse_then_fail(cmds: list[Any], now: float, then: Any) -> None:
+        for cmd in cmds:
+            cmd.body = error_body(Refusal("shutting_down", "the server is stopping"))
+        then()
+        raise RuntimeError("the pipe broke after the refusal")
+
+    svc._wake = counting_wake
+    svc.batch.send = refuse_then_fail
+    reply = c.error("shutting_down", **buy(tok, "once", clock.date(1), *ids(1)))
+    assert reply["error"]["message"] == "the server is stopping"
+    assert wakes == [1] and svc._pending == {}

@@ -232,8 +232,14 @@ class Service:
         """The writer's step with a writer process: send the batch on; its replies wake the
         sessions from the process's receiver thread once it is committed."""
         assert isinstance(self.batch, WriterProcess)
+        claimed = threading.Lock()  # the batch is answered once, by whoever comes first
 
-        def then() -> None:
+        def answer(body: bytes | None = None) -> None:
+            if not claimed.acquire(blocking=False):
+                return  # the receiver, or a send that refused it, answered it already
+            if body is not None:
+                for c in commands:
+                    c.body = body
             try:
                 self._wake(commands)
             finally:
@@ -241,12 +247,10 @@ class Service:
 
         try:
             self._mark_new_keys(commands)
-            self.batch.send(commands, self.clock(), then)
+            self.batch.send(commands, self.clock(), answer)
         except BaseException:  # not sent: nothing was changed
             log.exception("sending a batch failed")
-            for c in commands:
-                c.body = error_body(Refusal("internal_error", "the batch failed; nothing was changed"))
-            then()
+            answer(error_body(Refusal("internal_error", "the batch failed; nothing was changed")))
 
     def _wake(self, commands: list[Command]) -> None:
         """Release the replies (they are committed, or nothing was changed) and wake sessions."""
