@@ -191,6 +191,11 @@ def test_a_broken_codec_stops_buffering() -> None:
         (b'{"id":17,"op":"buy","token":"t","key":"k","train":"G1","date":"d","from":"a","to":"b",'
          b'"class":"second","passengers":' + msgspec.json.encode([{"name": "x", "id_no": f"1234{i}"} for i in range(6)])
          + b"}", "invalid_field", 17),
+        (b'{"id":"\xff","op":"hello"}', "malformed_json", None),  # not UTF-8 in a field it reads
+        (b'{"id":7,"op":"hello","x":"\xc3("}', "malformed_json", None),  # or in one it ignores
+        (b'{"id":18,"op":"hello","x":' + b"[" * 1000 + b"]" * 1000 + b"}", "malformed_json", None),
+        (b"[" * 60000, "malformed_json", None),
+        (b"\x0b", "malformed_json", None),  # only spaces, tabs and \r make a blank line
         (b'{"id":true,"op":"hello"}', "invalid_field", None),
         (b'{"id":1.5,"op":"hello"}', "invalid_field", None),
         (b'{"id":[1],"op":"hello"}', "invalid_field", None),
@@ -320,6 +325,27 @@ def test_the_in_flight_limit_holds_lines_back(unstarted: tuple[Service, str], cl
     rest = replies(s.output())
     assert [r["id"] for r in rest] == [*range(cap, cap + 10), "later"]
     assert not s.backlog
+
+
+def test_ready_replies_hold_lines_back_past_the_write_buffer(unstarted: tuple[Service, str]) -> None:
+    """A client pipelining requests with large replies and reading none must not make the session
+    build all their replies at once: past ``write_buffer_high`` ready bytes, lines wait."""
+    svc, _ = unstarted
+    s = svc.session(Waker())
+    n = limits.in_flight_per_connection_max
+    data = b"".join(line({"op": "stations", "id": i}) for i in range(n))
+    taken = s.receive(data)
+    size = len(s.output())
+    one = size // taken
+    assert taken < n and s.backlog
+    assert limits.write_buffer_high <= size < limits.write_buffer_high + one
+    ids: list[int] = []
+    for _ in range(n):  # what a model does after writing: take the held lines (bounded)
+        s.receive(b"")
+        ids += [r["id"] for r in replies(s.output())]
+        if not s.backlog:
+            break
+    assert ids == list(range(taken, n))
 
 
 def test_slots_stay_bounded_past_the_in_flight_limit(unstarted: tuple[Service, str], clock: FakeClock) -> None:

@@ -300,6 +300,8 @@ def test_bad_input_gets_errors_and_changes_nothing(server: Server) -> None:
         token = account(c)
         cases: list[tuple[bytes, str]] = [
             (b"[1, 2]", "malformed_json"),
+            (b'{"op": "hello", "id": "\xff"}', "malformed_json"),  # not UTF-8
+            (b'{"op": "hello", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}", "malformed_json"),  # too deep
             (b'{"id": 1, "op": "fly"}', "unknown_op"),
             (b'{"id": 2, "op": "login", "user": "a"}', "missing_field"),
             (b'{"id": 3, "op": "orders", "token": "t", "limit": "many"}', "invalid_field"),

@@ -25,7 +25,7 @@ Waker = Callable[[list["Session"]], None]
 
 
 class Session:
-    __slots__ = ("service", "codec", "slots", "waker", "close_after_output", "owner", "__weakref__")
+    __slots__ = ("service", "codec", "slots", "waker", "close_after_output", "owner", "_ready", "__weakref__")
 
     def __init__(self, service: Service, waker: Waker) -> None:
         self.service = service
@@ -36,18 +36,22 @@ class Session:
         self.close_after_output = False
         #: the serving model's own object for this connection (whatever it needs to flush)
         self.owner: Any = None
+        #: bytes of answered replies in ``slots`` that ``output`` has not taken yet
+        self._ready = 0
 
     def receive(self, data: bytes) -> int:
         """Take bytes from the client; returns how many complete requests were taken.
 
-        At ``in_flight_per_connection_max`` requests awaiting their replies, lines stay in the
-        codec's buffer (``backlog``) instead: flow control, not an error. The serving model
-        stops reading while the session is ``full`` and, after writing ``output()``, calls
-        ``receive(b"")`` to take the lines held back.
+        At ``in_flight_per_connection_max`` requests awaiting their replies, or once
+        ``write_buffer_high`` bytes of replies are ready and not yet taken by ``output``, lines
+        stay in the codec's buffer (``backlog``) instead: flow control, not an error. (Without
+        the second bound, 256 pipelined requests for 200-order lists would build 50 MB of
+        replies in one call.) The serving model stops reading while the session is ``full`` and,
+        after writing ``output()``, calls ``receive(b"")`` to take the lines held back.
         """
         self.codec.receive_data(data)
         lines = 0
-        while not self.close_after_output and len(self.slots) < limits.in_flight_per_connection_max:
+        while not self.close_after_output and not self.full:
             event = self.codec.next_event()
             if isinstance(event, NeedData):
                 break
@@ -55,15 +59,17 @@ class Session:
             if isinstance(event, BrokenFraming):
                 self.fail(event.refusal)
             elif isinstance(event, BadRequest):
-                self.slots.append(encode_error(event.id, event.refusal))
+                self.reply(encode_error(event.id, event.refusal))
             else:
                 self.service.dispatch(self, event)
         return lines
 
     @property
     def full(self) -> bool:
-        """True while as many requests await replies as one connection may have."""
-        return len(self.slots) >= limits.in_flight_per_connection_max
+        """True while the session takes no more lines: as many requests await replies as one
+        connection may have, or ``write_buffer_high`` bytes of replies wait for ``output``
+        (behind a reply that waits for its commit, say)."""
+        return len(self.slots) >= limits.in_flight_per_connection_max or self._ready >= limits.write_buffer_high
 
     @property
     def backlog(self) -> bool:
@@ -72,13 +78,14 @@ class Session:
 
     def reply(self, line: bytes) -> None:
         self.slots.append(line)
+        self._ready += len(line)
 
     def wait_for(self, command: Command) -> None:
         self.slots.append(command)
 
     def fail(self, refusal: Refusal, rid: Any = None) -> None:
         """Answer once more and close: the stream cannot go on (framing, deadline, shutdown)."""
-        self.slots.append(encode_error(rid, refusal))
+        self.reply(encode_error(rid, refusal))
         self.close_after_output = True
 
     @property
@@ -98,6 +105,7 @@ class Session:
             head = slots[0]
             if isinstance(head, bytes):
                 out.append(head)
+                self._ready -= len(head)
             elif head.ready:
                 assert head.body is not None
                 out.append(with_id(head.req.id if head.req is not None else None, head.body))

@@ -77,7 +77,7 @@ def request_id(line: bytes) -> int | str | None:
     """The ``id`` of a request that failed to decode, if one can be found, to echo it."""
     try:
         obj = msgspec.json.decode(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if isinstance(obj, dict):
         rid = obj.get("id")

@@ -69,12 +69,17 @@ class LineCodec:
             self._scan = 0
             if nl > self._limit:
                 return self._break()
-            if not line.strip():
+            if not line.strip(b" \t\r"):
                 continue  # blank lines are ignored (they answer nothing)
             try:
+                line.decode("utf-8")  # msgspec checks only the strings it keeps
                 return _decoder.decode(line)
             except msgspec.DecodeError as e:
                 return BadRequest(request_id(line), refusal_for(e))
+            except UnicodeDecodeError:
+                return BadRequest(None, Refusal("malformed_json", "the line is not UTF-8"))
+            except RecursionError:  # msgspec's bound on nesting: the line is refused, not the stream
+                return BadRequest(None, Refusal("malformed_json", "the line's JSON is nested too deeply"))
         return NEED_DATA
 
     def _break(self) -> BrokenFraming:
