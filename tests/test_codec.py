@@ -399,3 +399,42 @@ def test_bad_fields_are_named_in_plain_words(request_: dict[str, Any], code: str
     (e,) = events(codec)
     assert isinstance(e, BadRequest)
     assert (e.refusal.code, e.refusal.message) == (code, message)
+
+
+class _Host:
+    closing = False
+    forced = False
+
+    def poll(self) -> None:
+        pass
+
+
+def test_a_connection_that_fails_costs_only_itself(unstarted: tuple[Service, str], caplog: pytest.LogCaptureFixture) -> None:
+    """The serial model serves connections in its main loop: an unexpected error while serving
+    one must close that connection and return, not end the server."""
+    import socket
+    import threading
+
+    from railtix.serve.serial_model import BlockingConnection
+
+    svc, _ = unstarted
+    ours, theirs = socket.socketpair()
+    conn = BlockingConnection(_Host(), svc, ours, read_deadline_s=5.0)
+
+    class Broken(Session):
+        __slots__ = ()
+
+        def receive(self, data: bytes) -> int:
+            raise RuntimeError("a bug")
+
+    conn.session.__class__ = Broken
+    done: list[bool] = []
+    t = threading.Thread(target=lambda: (conn.serve(), done.append(True)), daemon=True)
+    t.start()
+    theirs.sendall(line({"op": "hello", "id": 1}))
+    theirs.settimeout(5.0)
+    assert theirs.recv(100) == b""  # closed, without a reply
+    t.join(5.0)
+    assert done == [True]
+    assert "serving a connection failed" in caplog.text
+    theirs.close()

@@ -15,6 +15,7 @@ replies, read again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import signal
@@ -32,6 +33,8 @@ from railtix.serve.options import ServeOptions, listen
 from railtix.service.service import Service
 from railtix.service.session import Session
 from railtix.wire.tcp import encode_error
+
+log = logging.getLogger("railtix")
 
 #: Reads at most one maximal request line at a time: a larger read only buffers more for a
 #: client whose earlier requests are not answered yet.
@@ -166,6 +169,8 @@ class BlockingConnection:
             self._serve()
         except OSError:  # reset by the client, or it stopped reading: it is gone
             pass
+        except Exception:  # a bug costs this connection, never the server (serial runs them inline)
+            log.exception("serving a connection failed; closing it")
         finally:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)
