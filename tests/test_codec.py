@@ -438,3 +438,39 @@ def test_a_connection_that_fails_costs_only_itself(unstarted: tuple[Service, str
     assert done == [True]
     assert "serving a connection failed" in caplog.text
     theirs.close()
+
+
+def test_a_forced_stop_does_not_spin_on_a_full_session() -> None:
+    """Ctrl-C twice while a purchase waits for its commit: the blocking connection no longer
+    waits for it, and a session full of ready replies behind it takes no more lines. The
+    connection must give up then, not loop on the held-back lines."""
+    import socket
+    import threading
+    import time
+
+    from railtix.serve.serial_model import BlockingConnection
+
+    class Stuck:  # a command whose commit never comes (a stuck writer)
+        ready = False
+        body = None
+        req = None
+
+    class Replies:
+        def session(self, waker: Any) -> Session:
+            return Session(self, waker)  # type: ignore[arg-type]
+
+        def dispatch(self, session: Session, req: Any) -> None:
+            session.reply(b'{"id":%d,"ok":true,"x":"%s"}\n' % (req.id or 0, b"y" * 4000))
+
+    host = _Host()
+    ours, theirs = socket.socketpair()
+    conn = BlockingConnection(host, Replies(), ours, read_deadline_s=30.0)  # type: ignore[arg-type]
+    conn.session.slots.append(Stuck())  # type: ignore[arg-type]
+    theirs.sendall(b"".join(line({"op": "hello", "id": i}) for i in range(100)))
+    t = threading.Thread(target=conn.serve, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    host.closing = host.forced = True  # type: ignore[misc]
+    t.join(5.0)
+    assert not t.is_alive(), "the connection kept looping after a forced stop"
+    theirs.close()

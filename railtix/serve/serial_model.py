@@ -201,7 +201,9 @@ class BlockingConnection:
             if s.receive(data):
                 self.last_line = time.monotonic()
             self._answer()
-            while s.backlog:  # lines the in-flight limit held back (flow control)
+            # lines held back by flow control; once forced, _answer no longer waits for a commit
+            # and a full session would take nothing: stop rather than spin
+            while s.backlog and not self.host.forced:
                 if s.receive(b""):
                     self.last_line = time.monotonic()
                 self._answer()
@@ -269,7 +271,7 @@ class BlockingConnection:
         self.sock.settimeout(self.read_deadline_s)
         until = time.monotonic() + limits.shutdown_grace_s
         self._answer(until=until)
-        while self.session.backlog and time.monotonic() < until:
+        while self.session.backlog and time.monotonic() < until and not self.host.forced:
             self.session.receive(b"")
             self._answer(until=until)
 

@@ -72,7 +72,8 @@ class LineCodec:
             if not line.strip(b" \t\r"):
                 continue  # blank lines are ignored (they answer nothing)
             try:
-                line.decode("utf-8")  # msgspec checks only the strings it keeps
+                if not line.isascii():  # msgspec checks only the strings it keeps
+                    line.decode("utf-8")
                 return _decoder.decode(line)
             except msgspec.DecodeError as e:
                 return BadRequest(request_id(line), refusal_for(e))
