@@ -301,8 +301,9 @@ class WriterProcess:
                     self.start()
         try:
             child.down.send_bytes(data)
-        except (OSError, TypeError):  # closed under us, or the child is gone: its receiver
-            # answers every batch still on its way, this one too
+        except Exception:  # closed under us, the child gone, or anything else mid-write: the
+            # batch is already among those on their way, so the receiver answers it with the
+            # others ("may or may not have been applied") once the child is ended
             if not self._stopped:  # when stopping, the child still answers what it received
                 log.exception("sending a batch to the writer process failed")
                 child.proc.kill()
