@@ -612,10 +612,17 @@ def show_order(order: dict[str, Any], names: dict[str, str]) -> None:
 
 
 def parse_passenger(text: str) -> dict[str, str]:
-    name, sep, id_no = text.rpartition(",")
+    from railtix import limits
+
+    name, sep, id_no = text.partition(",")
     name, id_no = name.strip(), id_no.strip()
-    if not sep or not name or not id_no:
-        raise click.BadParameter(f"{text!r} is not \"Name,ID number\"", param_hint="--passenger")
+    if not sep or not name or not id_no or "," in id_no:
+        raise click.BadParameter(f"{text!r} is not \"Name,ID number\" (one comma)", param_hint="--passenger")
+    if not id_no.isascii() or not id_no.isalnum() or not 4 <= len(id_no) <= limits.id_no_length_max:
+        raise click.BadParameter(
+            f"{id_no!r} is not an id number (4 to {limits.id_no_length_max} letters and digits)",
+            param_hint="--passenger",
+        )
     return {"name": name, "id_no": id_no}
 
 
@@ -787,14 +794,13 @@ def _is_file_database(database: str) -> bool:
 
 
 def _existing_store(database: str) -> Any:
-    """The store of an existing database (never creates one by accident)."""
-    from railtix.store import open_store
+    """The store of an existing railtix database (never creates one by accident)."""
+    from railtix.store import NotRailtix, open_existing_store
 
-    path = database.removeprefix("sqlite://")
-    if _is_file_database(database) and not os.path.exists(path):
-        raise CliError(f"no database at {path}")
     try:
-        return open_store(database)
+        return open_existing_store(database)
+    except NotRailtix as e:
+        raise CliError(str(e)) from None
     except Exception as e:
         raise CliError(f"cannot open the database {database}: {e}") from None
 

@@ -319,10 +319,41 @@ def test_orders_table_fits_80_columns(start_server: Any, cli: Run, monkeypatch: 
     assert any("until" in line for line in lines)  # the held one
 
 
+def test_audit_never_creates_what_it_audits(cli: Run, tmp_path: Path) -> None:
+    """An audit only reads: an empty file or another program's database is refused and left
+    exactly as it was, not turned into an empty railtix database that audits clean."""
+    import sqlite3
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    before = other.read_bytes()
+    for db in (empty, other):
+        r = cli("audit", "--database", str(db))
+        assert r.exit_code == 1 and "no railtix tables" in r.stderr, r.output
+        r = cli("bench", "audit", "--database", str(db))
+        assert r.exit_code == 2 and "no railtix tables" in r.stderr, r.output
+    assert empty.stat().st_size == 0 and other.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     "args",
     [
         ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", "no comma here"],
+        ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", "Zhang San,110101199001011234,extra"],
+        ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", "Zhang San,1101-0119"],
+        ["bench", "rush", "--model", "threads"],  # --model is for the server --serve starts
+        ["bench", "rush", "--serve", "--target", "tcp://127.0.0.1:5003"],
+        ["bench", "rush", "--target", "tcp://"],
+        ["bench", "rush", "--target", "tcp://127.0.0.1:99999"],
+        ["bench", "soak", "--serve", "--rate", "nan"],
+        ["bench", "soak", "--serve", "--rate", "1e12"],
+        ["bench", "rush", "--serve", "--plot", "/no/such/folder/x.png"],
+        ["bench", "rush", "--target", "tcp://127.0.0.1:1", "--database", "/no/such/railtix.db"],
+        ["bench", "compare", "--config", "model=asyncio,pipeline=0"],
+        ["bench", "compare", "--clients", ""],
         ["buy", "G1", "--to", "AOH", "--passenger", ZHANG],
         ["buy", "G1", "--from", "VNP", "--to", "AOH", *["--passenger", ZHANG] * 6],
         ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", ZHANG, "--seat", "E"],
@@ -522,3 +553,19 @@ def test_railtix_command_works_as_typed(tmp_path: Path) -> None:
     # no script installed (run from a checkout): python -m railtix
     script.unlink()
     assert railtix_command("-m", str(bin_dir), python, "", cwd) == ".venv/bin/python -m railtix"
+
+
+def test_audit_of_a_missing_postgres_schema_creates_nothing(cli: Run) -> None:
+    import uuid
+
+    import psycopg
+    from test_postgres import PG, _pg_up
+
+    if not _pg_up():
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    schema = f"railtix_absent_{uuid.uuid4().hex[:10]}"
+    r = cli("audit", "--database", f"{PG}?schema={schema}")
+    assert r.exit_code == 1 and "no railtix tables" in r.stderr, r.output
+    with psycopg.connect(PG) as conn:
+        found = conn.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,))
+        assert found.fetchone() is None

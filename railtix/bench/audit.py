@@ -19,13 +19,12 @@ re-reads suspect runs consistently.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from railtix.bench import limits
-from railtix.store import open_store
+from railtix.store import open_existing_store
 from railtix.store.audit import audit_database, summary
 
 #: Seconds of clock difference tolerated between the bench's start and the server's order times.
@@ -58,9 +57,7 @@ def allowed(acked: str, pending: str | None) -> set[str]:
 
 def audit(database: str, evidence: Evidence | None = None) -> dict[str, Any]:
     """Every check on ``database`` (an SQLite file or a store URL); see the module docstring."""
-    if "://" not in database and not os.path.exists(database):
-        raise FileNotFoundError(f"no database at {database}")
-    store = open_store(database)
+    store = open_existing_store(database)
     try:
         report = audit_database(store)
         out: dict[str, Any] = {

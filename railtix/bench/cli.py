@@ -16,6 +16,8 @@ Exit status: 0 when the audit is clean (or could not run for want of a database:
 
 from __future__ import annotations
 
+import math
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -34,7 +36,8 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="tcp://HOST:PORT of the server, or 'null' for the null server alone."),
         click.option("--clients", type=click.IntRange(1, limits.clients_max), default=100, show_default=True,
                      help="Connections, each one client."),
-        click.option("--duration", "duration_s", type=click.FloatRange(0.1, None), default=10.0, show_default=True,
+        click.option("--duration", "duration_s", type=click.FloatRange(0.1, limits.timeline_seconds_max),
+                     default=10.0, show_default=True,
                      help="Seconds of load (a rush ends sooner when it sells out)."),
         click.option("--seed", type=click.IntRange(0, None), default=None,
                      help="Seed of the request plan; random and printed when absent."),
@@ -42,7 +45,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Requests in flight per connection."),
         click.option("--processes", type=click.IntRange(1, limits.processes_max), default=1, show_default=True,
                      help="Load processes (when one core cannot drive the load)."),
-        click.option("--rate", type=click.FloatRange(0, None), default=None,
+        click.option("--rate", type=click.FloatRange(0, limits.rate_max), default=None,
                      help="Requests per second in all, paced open-loop; 0 is the closed loop "
                           "(default; soak: 2000)."),
         click.option("--runs", type=click.IntRange(1, 100), default=8, show_default=True,
@@ -58,7 +61,8 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Processes of the null server."),
         click.option("--slow-client", is_flag=True,
                      help="Keep one extra connection that sends half a request line and then nothing."),
-        click.option("--drain", "drain_s", type=click.FloatRange(0, None), default=limits.drain_timeout_s,
+        click.option("--drain", "drain_s", type=click.FloatRange(0, limits.timeline_seconds_max),
+                     default=limits.drain_timeout_s,
                      show_default=True, help="Seconds to wait for replies after the duration."),
         click.option("--json", "json_path", default=None, help="JSON report [default: bench-SCENARIO.json]; '-' for none."),
         click.option("--plot", "plot_path", default=None, help="PNG plot [default: bench-SCENARIO.png]; '-' for none."),
@@ -79,6 +83,44 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _check(kw: dict[str, Any]) -> None:
+    """Refuse, before any load, what would only fail (or be ignored) after it."""
+    from railtix.bench.servers import parse_target
+
+    for name in ("duration_s", "rate", "drain_s"):  # click's ranges let nan through
+        if kw.get(name) is not None and not math.isfinite(kw[name]):
+            raise click.BadParameter("must be a finite number", param_hint="--" + name.removesuffix("_s"))
+    if kw["serve"]:
+        if kw["target"] != DEFAULT_TARGET or kw["database"]:
+            raise click.UsageError("--serve benches a server of its own on a temporary database; "
+                                   "--target and --database do not go with it")
+    elif kw["model"]:
+        raise click.UsageError("--model is the serving model of the server --serve starts; add --serve")
+    if kw["target"] != "null":
+        try:
+            parse_target(kw["target"])
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--target") from None
+    for option in ("json_path", "plot_path"):
+        _writable(kw[option], "--" + option.removesuffix("_path"))
+    if kw["database"]:
+        from railtix.store import open_existing_store
+
+        try:
+            open_existing_store(kw["database"]).close()
+        except Exception as e:
+            raise click.BadParameter(f"cannot read it for the audit: {e}", param_hint="--database") from None
+
+
+def _writable(path: str | None, hint: str) -> None:
+    """A report path the bench can write once the load is over."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"cannot write {path} (a file in an existing, writable folder)", param_hint=hint)
+
+
 def _output(path: str | None, default: str) -> str | None:
     if path is None:
         return default
@@ -96,6 +138,7 @@ def _scenario_command(name: str, doc: str) -> None:
     def command(**kw: Any) -> None:
         kw["json_path"] = _output(kw["json_path"], f"bench-{name}.json")
         kw["plot_path"] = _output(kw["plot_path"], f"bench-{name}.png")
+        _check(kw)
         o = Options(scenario=name, **kw)
         exit_on_sigterm()
         try:
@@ -125,8 +168,8 @@ def audit_command(database: str, json_path: str | None) -> None:
 
     try:
         found = audit(database)
-    except FileNotFoundError as e:
-        click.echo(f"railtix bench audit: {e}", err=True)
+    except Exception as e:  # missing, not railtix's, unreachable: the audit could not run
+        click.echo(f"railtix bench audit: cannot read {database}: {e}", err=True)
         sys.exit(2)
     c = found["checked"]
     runs, orders, tickets = c["runs"], c["orders"], c["tickets"]

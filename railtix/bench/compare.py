@@ -51,6 +51,17 @@ def parse_config(text: str) -> dict[str, Any]:
             raise click.BadParameter(f"{part!r}: {key} needs a number") from None
     if out.get("writer", "process") not in ("process", "thread"):
         raise click.BadParameter(f"writer={out['writer']}: expected process or thread")
+    bounds: dict[str, tuple[float, float]] = {
+        "clients": (1, limits.clients_max), "pipeline": (1, limits.pipeline_max),
+        "processes": (1, limits.processes_max), "duration": (0.1, limits.timeline_seconds_max),
+        "rate": (0, limits.rate_max), "workers": (0, 64), "slow": (0, 1),
+    }
+    for name, (low, high) in bounds.items():
+        number = out.get(name)
+        if number is not None and not low <= number <= high:  # nan fails both comparisons
+            raise click.BadParameter(f"{name}={number}: expected {low:g} to {high:g}")
+    if out.get("scenario", "rush") not in SCENARIOS:
+        raise click.BadParameter(f"scenario={out['scenario']}: expected one of {', '.join(SCENARIOS)}")
     out.setdefault("model", "asyncio")
     return out
 
@@ -122,13 +133,15 @@ def _row(cfg: dict[str, Any], doc: dict[str, Any] | None, failed: str | None) ->
 @click.option("--config", "configs", multiple=True,
               help="One configuration as key=value,… (repeatable). Keys: " + ", ".join(sorted(_KEYS))
                    + "; e.g. model=asyncio,clients=1000,writer=thread.")
-@click.option("--duration", "duration_s", type=click.FloatRange(0.1, None), default=10.0, show_default=True)
+@click.option("--duration", "duration_s", type=click.FloatRange(0.1, limits.timeline_seconds_max), default=10.0,
+              show_default=True)
 @click.option("--seed", type=click.IntRange(0, None), default=None)
 @click.option("--pipeline", type=click.IntRange(1, limits.pipeline_max), default=1, show_default=True)
 @click.option("--processes", type=click.IntRange(1, limits.processes_max), default=1, show_default=True)
-@click.option("--rate", type=click.FloatRange(0, None), default=None)
+@click.option("--rate", type=click.FloatRange(0, limits.rate_max), default=None)
 @click.option("--runs", type=click.IntRange(1, 100), default=8, show_default=True)
-@click.option("--drain", "drain_s", type=click.FloatRange(0, None), default=limits.drain_timeout_s, show_default=True)
+@click.option("--drain", "drain_s", type=click.FloatRange(0, limits.timeline_seconds_max),
+              default=limits.drain_timeout_s, show_default=True)
 @click.option("--json", "json_path", default="bench-compare.json", show_default=True)
 @click.option("--plot", "plot_path", default="bench-compare.png", show_default=True)
 @click.option("--quiet", is_flag=True)
@@ -138,17 +151,19 @@ def compare_command(
     drain_s: float, json_path: str, plot_path: str, quiet: bool,
 ) -> None:
     """Run several configurations one after another; one table and one chart."""
-    from railtix.bench.cli import exit_on_sigterm
+    from railtix.bench.cli import _writable, exit_on_sigterm
 
     exit_on_sigterm()
+    _writable(json_path if json_path != "-" else None, "--json")
+    _writable(plot_path if plot_path != "-" else None, "--plot")
     cfgs = [parse_config(c) for c in configs]
     if models or not cfgs:
         try:
             counts = [int(x) for x in clients_list.split(",") if x.strip()]
         except ValueError:
             raise click.BadParameter("--clients takes numbers like 1,100,1000") from None
-        if any(not 1 <= c <= limits.clients_max for c in counts):
-            raise click.BadParameter(f"client counts run from 1 to {limits.clients_max}")
+        if not counts or any(not 1 <= c <= limits.clients_max for c in counts):
+            raise click.BadParameter(f"--clients takes client counts from 1 to {limits.clients_max}")
         cfgs += grid([m.strip() for m in (models or "asyncio").split(",") if m.strip()], counts, slow_client)
     seed = seed if seed is not None else new_seed()
     base = Options(

@@ -151,8 +151,8 @@ def parse_target(target: str) -> tuple[str, int]:
     """``tcp://HOST:PORT`` (or ``HOST:PORT``) as (host, port)."""
     text = target.removeprefix("tcp://")
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"{target!r} is not tcp://HOST:PORT")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{target!r} is not tcp://HOST:PORT (a port from 1 to 65535)")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
