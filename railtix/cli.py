@@ -84,6 +84,13 @@ class CliError(click.ClickException):
         click.secho(f"railtix: {self.format_message()}", fg="red", err=True)
 
 
+class Unreadable(CliError):
+    """The database a reading command was given cannot be read: exit status 2, like a usage
+    error, so that 1 keeps meaning what the command found."""
+
+    exit_code = 2
+
+
 class Refused(RailtixError):
     """A refusal with a hint of its own: either made by the command line before asking the
     server (``reply`` is None; its code must be one of the server's ``CODES``, so that scripts
@@ -992,11 +999,15 @@ def _example_ride(timetable: Timetable) -> tuple[str, str, str]:
 def audit(ctx: click.Context, database: str, as_json: bool) -> None:
     """Check a database: no seat sold twice, and every seat map equals its orders.
 
-    Exit status 1 when anything is found, 0 when clean. Safe on a running server's database.
+    Exit status 0 when clean, 1 when anything is found, 2 when the database cannot be read (or
+    holds no railtix data: the audit never creates one). Safe on a running server's database.
     """
     from railtix.store.audit import audit_database, summary
 
-    store = _existing_store(database)
+    try:
+        store = _existing_store(database)
+    except CliError as e:
+        raise Unreadable(e.message) from None  # could not check is not "found a problem"
     try:
         report = audit_database(store)
     finally:

@@ -253,7 +253,7 @@ def test_check_run_needs_no_database(sold: dict[str, Any]) -> None:
 
 def test_audit_refuses_a_missing_database(tmp_path: Path) -> None:
     result = cli_audit(tmp_path / "nothing.db")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # could not check: not the 1 of a finding
     assert "no database" in result.output
     assert not (tmp_path / "nothing.db").exists()
 

@@ -332,7 +332,7 @@ def test_audit_never_creates_what_it_audits(cli: Run, tmp_path: Path) -> None:
     before = other.read_bytes()
     for db in (empty, other):
         r = cli("audit", "--database", str(db))
-        assert r.exit_code == 1 and "no railtix tables" in r.stderr, r.output
+        assert r.exit_code == 2 and "no railtix tables" in r.stderr, r.output
         r = cli("bench", "audit", "--database", str(db))
         assert r.exit_code == 2 and "no railtix tables" in r.stderr, r.output
     assert empty.stat().st_size == 0 and other.read_bytes() == before
@@ -565,7 +565,7 @@ def test_audit_of_a_missing_postgres_schema_creates_nothing(cli: Run) -> None:
         pytest.skip("no PostgreSQL at 127.0.0.1:5432")
     schema = f"railtix_absent_{uuid.uuid4().hex[:10]}"
     r = cli("audit", "--database", f"{PG}?schema={schema}")
-    assert r.exit_code == 1 and "no railtix tables" in r.stderr, r.output
+    assert r.exit_code == 2 and "no railtix tables" in r.stderr, r.output
     with psycopg.connect(PG) as conn:
         found = conn.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,))
         assert found.fetchone() is None

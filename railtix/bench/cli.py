@@ -146,6 +146,9 @@ def _scenario_command(name: str, doc: str) -> None:
         except BenchFailed as e:
             click.echo(f"railtix bench: {e}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:  # the servers it started are stopped on the way out
+            click.echo("railtix bench: interrupted", err=True)
+            sys.exit(130)
         sys.exit(status)
 
 
