@@ -48,10 +48,11 @@ def canned_bodies() -> dict[bytes, bytes]:
     tt = demo_timetable()
     now = time.time()
     day = (rides.today(now) + dt.timedelta(days=3)).isoformat()
-    _, trains = rides.search(
+    found = rides.search_runs(
         tt, "VNP", "NKH", day, now, limits.presale_days,
         lambda runs: [RunState.empty(t, d) for t, d in runs],
     )
+    trains = render.search_rows(found.trains)
     g1 = tt.train_by_number["G1"]
     departs = g1.depart_at(dt.date.fromisoformat(day), 0).timestamp()
     order = Order(

@@ -222,17 +222,3 @@ def search_runs(
     trains = [(state, r, midnight + r.depart * 60 <= now) for r, state in zip(found, states, strict=True)]
     return Found(iso, a, b, trains)
 
-
-def search(
-    timetable: Timetable,
-    origin: str,
-    destination: str,
-    date: str,
-    now: float,
-    presale_days: int,
-    run_states: Callable[[list[tuple[Train, str]]], list[RunState]],
-) -> tuple[str, list[dict[str, object]]]:
-    """The sale date, and the trains from origin to destination on it with seats left and
-    price, as ``listing`` rows (see ``search_runs``)."""
-    found = search_runs(timetable, origin, destination, date, now, presale_days, run_states)
-    return found.date, [listing(state, route, departed) for state, route, departed in found.trains]
