@@ -354,6 +354,7 @@ def test_audit_never_creates_what_it_audits(cli: Run, tmp_path: Path) -> None:
         ["bench", "rush", "--target", "tcp://127.0.0.1:1", "--database", "/no/such/railtix.db"],
         ["bench", "compare", "--config", "model=asyncio,pipeline=0"],
         ["bench", "compare", "--clients", ""],
+        ["bench", "rush", "--serve", "--clients", "2", "--processes", "3"],
         ["buy", "G1", "--to", "AOH", "--passenger", ZHANG],
         ["buy", "G1", "--from", "VNP", "--to", "AOH", *["--passenger", ZHANG] * 6],
         ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", ZHANG, "--seat", "E"],
@@ -503,6 +504,10 @@ def test_timetable_import_validates(cli: Run, tmp_path: Path) -> None:
     bad.write_bytes(msgspec.json.encode(broken))
     r = cli("timetable", "import", str(bad), "--database", str(tmp_path / "x.db"))
     assert r.exit_code == 1 and "two trains share a number" in r.output
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(msgspec.json.encode(Timetable(stations=full.stations, trains=())))
+    r = cli("timetable", "import", str(empty), "--database", str(tmp_path / "x.db"))
+    assert r.exit_code == 1 and "no trains" in r.output
     junk = tmp_path / "junk.json"
     junk.write_text('{"stations": 3}')
     r = cli("timetable", "import", str(junk), "--database", str(tmp_path / "x.db"))

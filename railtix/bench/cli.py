@@ -96,6 +96,9 @@ def _check(kw: dict[str, Any]) -> None:
                                    "--target and --database do not go with it")
     elif kw["model"]:
         raise click.UsageError("--model is the serving model of the server --serve starts; add --serve")
+    if kw["processes"] > kw["clients"]:
+        raise click.BadParameter(f"{kw['processes']} load processes for {kw['clients']} clients: "
+                                 "at most one process per client", param_hint="--processes")
     if kw["target"] != "null":
         try:
             parse_target(kw["target"])

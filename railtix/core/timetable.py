@@ -191,6 +191,8 @@ def validate(timetable: Timetable) -> list[str]:
     """Problems that make a timetable unusable, as sentences; empty when it is sound."""
     problems: list[str] = []
     codes = timetable.station_by_code
+    if not timetable.trains:
+        problems.append("it has no trains: a server would have nothing to sell")
     if len(codes) != len(timetable.stations):
         problems.append("two stations share a telegraph code")
     if len(timetable.train_by_number) != len(timetable.trains):
