@@ -105,7 +105,7 @@ def _check(kw: dict[str, Any]) -> None:
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--target") from None
     for option in ("json_path", "plot_path"):
-        _writable(kw[option], "--" + option.removesuffix("_path"))
+        check_writable(kw[option], "--" + option.removesuffix("_path"))
     if kw["database"]:
         from railtix.store import open_existing_store
 
@@ -115,7 +115,7 @@ def _check(kw: dict[str, Any]) -> None:
             raise click.BadParameter(f"cannot read it for the audit: {e}", param_hint="--database") from None
 
 
-def _writable(path: str | None, hint: str) -> None:
+def check_writable(path: str | None, hint: str) -> None:
     """A report path the bench can write once the load is over."""
     if path is None:
         return
@@ -171,6 +171,7 @@ def audit_command(database: str, json_path: str | None) -> None:
     """Check a database: no seat-segment sold twice, seat maps equal to their orders."""
     from railtix.bench.audit import audit
     from railtix.bench.report import write_json
+    from railtix.store.audit import checked
 
     try:
         found = audit(database)
@@ -178,11 +179,7 @@ def audit_command(database: str, json_path: str | None) -> None:
         click.echo(f"railtix bench audit: cannot read {database}: {e}", err=True)
         sys.exit(2)
     c = found["checked"]
-    runs, orders, tickets = c["runs"], c["orders"], c["tickets"]
-    click.echo(
-        f"checked {runs:,} run{'' if runs == 1 else 's'}, {orders:,} order{'' if orders == 1 else 's'} "
-        f"({c['live_orders']:,} live, {tickets:,} ticket{'' if tickets == 1 else 's'})"
-    )
+    click.echo(checked(c["runs"], c["orders"], c["live_orders"], c["tickets"]))
     for k in ("oversold", "capacity", "mismatched", "orphans", "unreadable"):
         click.echo(f"  {k}: {found[k]}")
     for line in found["details"]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from railtix import limits as server_limits
 from railtix.bench import limits, report
 from railtix.bench.plan import SCENARIOS
 from railtix.bench.runner import BenchFailed, Options, execute, new_seed
@@ -54,7 +55,7 @@ def parse_config(text: str) -> dict[str, Any]:
     bounds: dict[str, tuple[float, float]] = {
         "clients": (1, limits.clients_max), "pipeline": (1, limits.pipeline_max),
         "processes": (1, limits.processes_max), "duration": (0.1, limits.timeline_seconds_max),
-        "rate": (0, limits.rate_max), "workers": (0, 64), "slow": (0, 1),
+        "rate": (0, limits.rate_max), "workers": (0, server_limits.workers_max), "slow": (0, 1),
     }
     for name, (low, high) in bounds.items():
         number = out.get(name)
@@ -151,11 +152,11 @@ def compare_command(
     drain_s: float, json_path: str, plot_path: str, quiet: bool,
 ) -> None:
     """Run several configurations one after another; one table and one chart."""
-    from railtix.bench.cli import _writable, exit_on_sigterm
+    from railtix.bench.cli import check_writable, exit_on_sigterm
 
     exit_on_sigterm()
-    _writable(json_path if json_path != "-" else None, "--json")
-    _writable(plot_path if plot_path != "-" else None, "--plot")
+    check_writable(json_path if json_path != "-" else None, "--json")
+    check_writable(plot_path if plot_path != "-" else None, "--plot")
     cfgs = [parse_config(c) for c in configs]
     if models or not cfgs:
         try:

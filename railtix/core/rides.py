@@ -221,4 +221,3 @@ def search_runs(
     states = run_states([(r.train, iso) for r in found])
     trains = [(state, r, midnight + r.depart * 60 <= now) for r, state in zip(found, states, strict=True)]
     return Found(iso, a, b, trains)
-

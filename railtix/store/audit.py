@@ -225,12 +225,14 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
+def checked(runs: int, orders: int, live: int, tickets: int) -> str:
+    """What an audit read, as its reports say it."""
+    return f"checked {_count(runs, 'run')}, {_count(orders, 'order')} ({live:,} live, {_count(tickets, 'ticket')})"
+
+
 def summary(report: AuditReport) -> list[str]:
     """The report as lines a person reads."""
-    lines = [
-        f"checked {_count(report.runs_checked, 'run')}, {_count(report.orders_checked, 'order')} "
-        f"({report.live_orders:,} live, {_count(report.tickets_checked, 'ticket')})",
-    ]
+    lines = [checked(report.runs_checked, report.orders_checked, report.live_orders, report.tickets_checked)]
     if report.clean:
         lines.append("clean: no seat-segment sold twice; every stored seat map equals its orders")
         return lines
