@@ -847,7 +847,7 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
     import logging
 
     from railtix.serve import DEFAULT_MODEL, model
-    from railtix.serve.options import ServeOptions
+    from railtix.serve.options import ServeOptions, listen
     from railtix.service.service import Service, load_timetable
     from railtix.store import open_store
 
@@ -858,6 +858,11 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--tcp") from None
     given = _read_timetable(Path(timetable_file).read_bytes(), timetable_file) if timetable_file else None
+    if port:  # a port already taken is refused before the database is created or migrated
+        try:
+            listen(host, port).close()
+        except OSError as e:
+            raise CliError(f"cannot serve on {tcp}: {e.strerror or e}") from None
 
     # Load (and on first start store) the timetable here, once, before any worker starts: the
     # banner can then tell what is being sold, and workers of the processes model never race to

@@ -521,6 +521,20 @@ def test_serve_errors_say_railtix(cli: Run, tmp_path: Path) -> None:
     assert r.stderr.startswith("railtix: cannot open the database") and "Error:" not in r.output
 
 
+def test_serve_on_a_taken_port_creates_no_database(cli: Run, tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        db = tmp_path / "new.db"
+        r = cli("serve", "--tcp", f"127.0.0.1:{port}", "--database", str(db))
+        assert r.exit_code == 1 and r.stderr.startswith(f"railtix: cannot serve on 127.0.0.1:{port}")
+        assert not db.exists()  # refused before the database was created or migrated
+    finally:
+        taken.close()
+
+
 def test_help_describes_demo_and_seat_wishes(cli: Run) -> None:
     r = cli("--help")
     assert "lock lesson" in r.stdout and "serving models" not in r.stdout
