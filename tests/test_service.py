@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import FakeClock, SessionClient, wait_max_s
+from conftest import FakeClock, SessionClient, tiny_timetable, wait_max_s
 
+from railtix import limits
 from railtix.core.errors import Refusal
 from railtix.core.timetable import round_half_yuan
 from railtix.wire.tcp import error_body
@@ -806,3 +807,31 @@ def test_a_batch_whose_send_answers_and_then_fails_is_answered_once(make_service
     reply = c.error("shutting_down", **buy(tok, "once", clock.date(1), *ids(1)))
     assert reply["error"]["message"] == "the server is stopping"
     assert wakes == [1] and svc._pending == {}
+
+
+def test_a_pay_after_its_buy_needs_no_read_of_the_order(
+    make_service: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from railtix.store.sqlite import SqliteTx
+
+    svc = make_service(timetable=tiny_timetable(), writer_process=False)
+    c = SessionClient(svc)
+    token = c.login("alice")
+    read: list[list[str]] = []
+    real = SqliteTx.orders
+    monkeypatch.setattr(SqliteTx, "orders", lambda tx, ids: read.append(ids) or real(tx, ids))
+    bought = []
+    for n in range(3):
+        bought.append(c.ok(op="buy", token=token, key=f"b{n}", train="T1", date=clock.date(1),
+                           **{"from": "AAA", "to": "CCC", "class": "business"},
+                           passengers=[{"name": "P", "id_no": f"33010119900101{n:04d}"}])["order"]["order"])
+    assert c.ok(op="pay", token=token, key="p0", order=bought[0])["order"]["status"] == "paid"
+    assert c.ok(op="cancel", token=token, key="c1", order=bought[1])["order"]["status"] == "cancelled"
+    assert read == []  # the writer's own commits, kept
+    # past the bound the oldest are read from the store again, and still found as committed
+    monkeypatch.setattr(limits, "writer_orders_kept", 1)
+    c.ok(op="pay", token=token, key="p2", order=bought[2])  # keeps only this one
+    assert c.ok(op="refund", token=token, key="r0", order=bought[0])["order"]["status"] == "refunded"
+    assert read == [[bought[0]]]
+    # an order that is not there is still refused as not found
+    assert c.call(op="pay", token=token, key="p9", order="E0000000000000000")["error"]["code"] == "not_found"

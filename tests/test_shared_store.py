@@ -117,3 +117,16 @@ def test_a_search_sees_other_processes_sales_within_the_max_age(make_service: An
     # a sale through this process shows at once: its own writer publishes the maps
     assert _buy(cb, tb, "b1", date, "330101199001011299", "AAA", "EEE")["ok"]
     assert left() == 4
+
+
+def test_an_order_paid_through_the_other_process_is_read_as_paid(
+    make_service: Any, shared_url: str, clock: Any
+) -> None:
+    # each writer keeps the orders it committed only while no other process writes the store:
+    # here A's copy of the order would still say "held" after B took the payment
+    ca, cb, ta, tb = _pair(make_service, shared_url)
+    order = _buy(ca, ta, "a1", clock.date(1), "330101199001011234", "AAA", "CCC")["order"]["order"]
+    assert cb.ok(op="pay", token=tb, key="b1", order=order)["order"]["status"] == "paid"
+    refused = ca.call(op="cancel", token=ta, key="a2", order=order)
+    assert refused["error"]["code"] == "order_not_cancellable", refused
+    assert ca.ok(op="refund", token=ta, key="a3", order=order)["order"]["status"] == "refunded"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import secrets
 import struct
-from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -149,6 +149,9 @@ class Batch:
         #: its version equals the stored one. Readers never see these objects. At most the runs
         #: on sale (trains x presale days): past dates are dropped when the day changes.
         self.states: dict[str, RunState] = {}
+        #: the orders this writer committed last, as committed (``limits.writer_orders_kept``),
+        #: read instead of the store while no other process writes it (``store.shared``)
+        self.kept: OrderedDict[str, Order] = OrderedDict()
         self._day = ""
 
     def apply(self, cmds: list[Command], now: float) -> None:
@@ -203,15 +206,38 @@ class Batch:
             raise
         # committed: nothing below may turn the replies into errors
         try:
+            self._keep(run.changed.values())
             self.cache.publish([run.states[r] for r in run.dirty])
         except Exception:
             log.exception("publishing committed runs failed; readers will reload them")
+            self.kept.clear()
             self.cache.forget(list(run.dirty))
         for action in self.after_commit:
             try:
                 action()
             except Exception:
                 log.exception("an after-commit action failed")
+
+    def _keep(self, orders: Iterable[Order]) -> None:
+        kept = self.kept
+        if self.store.shared:  # another process may change them: each is read from the store
+            kept.clear()
+            return
+        for o in orders:
+            kept[o.id] = o
+            kept.move_to_end(o.id)
+        while len(kept) > limits.writer_orders_kept:
+            kept.popitem(last=False)
+
+    def orders(self, tx: Tx, ids: list[str]) -> dict[str, Order]:
+        """The orders of these ids that exist: those kept from this writer's commits, the
+        rest from the store."""
+        kept = {} if self.store.shared else self.kept
+        found = {i: o for i in ids if (o := kept.get(i)) is not None}
+        rest = [i for i in ids if i not in found]
+        if rest:
+            found.update(tx.orders(rest))
+        return found
 
 
 class _Run:
@@ -232,7 +258,7 @@ class _Run:
         self.changed: dict[str, Order] = {}
         self.dirty: set[str] = set()
         ids = [c.req.order for c in cmds if c.op in ("pay", "cancel", "refund")]
-        self.orders: dict[str, Order] = tx.orders(ids) if ids else {}
+        self.orders: dict[str, Order] = batch.orders(tx, ids) if ids else {}
         for c in cmds:
             if c.op == "sweep":
                 lapsed = tx.held_until_before(now, limits.sweep_batch_max)
