@@ -79,10 +79,10 @@ writer_batch_max = 2048
 #: process lost mid-write would answer "may or may not have been applied".
 writer_batches_in_flight = 3
 
-#: Orders the writer keeps as it last committed them, newest last, when no other process writes
-#: the store: a pay or cancel usually follows its buy within seconds, and reading the order back
-#: and decoding it was about a sixth of a pay's time. About 1 KB each: 16 MB at most, and a
-#: rush of 14,000 orders is paid entirely from memory.
+#: Orders the writer keeps in memory, the last it made, as last committed, while no other
+#: process writes the store: a pay or cancel usually follows its buy within seconds, and reading
+#: the order back and decoding it was about a sixth of a pay's time. About 1 KB each: 16 MB at
+#: most, and a rush of 14,000 orders is paid entirely from memory.
 writer_orders_kept = 16_384
 
 #: Bytes each pipe to and from the writer process holds (Linux's default is 64 KiB, and 1 MiB

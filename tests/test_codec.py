@@ -474,3 +474,41 @@ def test_a_forced_stop_does_not_spin_on_a_full_session() -> None:
     t.join(5.0)
     assert not t.is_alive(), "the connection kept looping after a forced stop"
     theirs.close()
+
+
+def test_an_order_renders_as_the_protocol_shows_it() -> None:
+    """Every status's reply, byte for byte the protocol's object: its fields in order,
+    ``hold_until`` only while held, ``refund`` and ``fee`` only once refunded."""
+    from railtix.core.orders import Order, Status, Ticket
+    from railtix.wire import render
+    from railtix.wire.tcp import ok_body
+
+    t0 = 1_790_000_000.0
+    tickets = (Ticket("王伟", "110101199003071234", 17, 3, "04F", 55350), Ticket("Li Na", "E1234567", 18, 3, "05A", 55350))
+    held = Order(id="E01ABCDEFGHJKMNPQ", user=3, run="G1@2026-12-01", train="G1", date="2026-12-01", start=0,
+                 end=3, origin="VNP", destination="AOH", seat_class="second", tickets=tickets, status=Status.HELD,
+                 created=t0, hold_until=t0 + 1800, departs=t0 + 86400)
+    paid = msgspec.structs.replace(held, status=Status.PAID, hold_until=None)
+    refunded = msgspec.structs.replace(paid, status=Status.REFUNDED, refund=105_300, fee=5_400)
+    free = msgspec.structs.replace(paid, status=Status.REFUNDED, refund=110_700, fee=0)
+    common = {
+        "order": "E01ABCDEFGHJKMNPQ", "train": "G1", "date": "2026-12-01", "from": "VNP", "to": "AOH",
+        "class": "second", "departs": "2026-09-22T22:13:20+08:00",
+        "tickets": [
+            {"passenger": "王伟", "id_no": "1101**********1234", "coach": 3, "seat": "04F", "price": 55350},
+            {"passenger": "Li Na", "id_no": "E******7", "coach": 3, "seat": "05A", "price": 55350},
+        ],
+        "price": 110700, "created": "2026-09-21T22:13:20+08:00",
+    }
+    expected = [
+        (held, {**common, "status": "held", "hold_until": "2026-09-21T22:43:20+08:00"}),
+        (paid, {**common, "status": "paid"}),
+        (refunded, {**common, "status": "refunded", "refund": 105_300, "fee": 5_400}),
+        (free, {**common, "status": "refunded", "refund": 110_700, "fee": 0}),
+    ]
+    order_of_fields = ["order", "status", "train", "date", "from", "to", "class", "departs", "tickets", "price",
+                       "created", "hold_until", "refund", "fee"]
+    for o, fields in expected:
+        want = {k: fields[k] for k in order_of_fields if k in fields}
+        assert render.order_body(o) == ok_body({"order": want})
+        assert msgspec.json.encode(render.order(o)) == msgspec.json.encode(want)

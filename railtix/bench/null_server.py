@@ -61,7 +61,7 @@ def canned_bodies() -> dict[bytes, bytes]:
         seat_class="second", tickets=(Ticket("张三", "110101199003074518", 0, 5, "12F", 55300),),
         status=Status.HELD, created=now, hold_until=now + 1800, departs=departs,
     )
-    order_body = ok_body({"order": render.order(order)})
+    order_body = render.order_body(order)
     return {
         b"search": ok_body({"date": day, "from": "VNP", "to": "NKH", "trains": trains}),
         b"buy": order_body,

@@ -149,7 +149,7 @@ class Batch:
         #: its version equals the stored one. Readers never see these objects. At most the runs
         #: on sale (trains x presale days): past dates are dropped when the day changes.
         self.states: dict[str, RunState] = {}
-        #: the orders this writer committed last, as committed (``limits.writer_orders_kept``),
+        #: the orders this writer made last, as last committed (``limits.writer_orders_kept``),
         #: read instead of the store while no other process writes it (``store.shared``)
         self.kept: OrderedDict[str, Order] = OrderedDict()
         self._day = ""
@@ -224,8 +224,7 @@ class Batch:
             kept.clear()
             return
         for o in orders:
-            kept[o.id] = o
-            kept.move_to_end(o.id)
+            kept[o.id] = o  # a changed order keeps its place: the oldest orders go first
         while len(kept) > limits.writer_orders_kept:
             kept.popitem(last=False)
 
@@ -335,7 +334,7 @@ class _Run:
         )
         self.save(order)
         self.created.add(order.id)
-        c.body = ok_body({"order": render.order(order)})
+        c.body = render.order_body(order)
 
     def _pay(self, c: Command) -> None:
         o = self.mine(c)
@@ -348,7 +347,7 @@ class _Run:
             return
         paid = change_status(s, o, "pay", self.now)
         self.save(paid, maps_changed=False)
-        c.body = ok_body({"order": render.order(paid)})
+        c.body = render.order_body(paid)
 
     def _cancel(self, c: Command) -> None:
         o = self.mine(c)
@@ -356,7 +355,7 @@ class _Run:
         event = "expire" if hold_lapsed(o, self.now) else "cancel"
         done = change_status(s, o, event, self.now)
         self.save(done)
-        c.body = ok_body({"order": render.order(done)})
+        c.body = render.order_body(done)
 
     def _refund(self, c: Command) -> None:
         o = self.mine(c)
@@ -366,7 +365,7 @@ class _Run:
         s = self.state(o.train, o.date)
         done = change_status(s, o, "refund", self.now, refund=o.price - fee, fee=fee)
         self.save(done)
-        c.body = ok_body({"order": render.order(done)})
+        c.body = render.order_body(done)
 
     def _sweep(self, c: Command) -> None:
         expired = 0

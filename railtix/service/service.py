@@ -478,7 +478,7 @@ class Service:
         o = self.store.order(req.order)
         if o is None or o.user != user:
             raise Refusal("not_found", f"you have no order {req.order}")
-        session.reply(encode_ok(req.id, {"order": render.order(o)}))
+        session.reply(with_id(req.id, render.order_body(o)))
 
     # --- hold expiry --------------------------------------------------------------------------
     def _sweep_loop(self) -> None:
