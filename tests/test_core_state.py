@@ -24,7 +24,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multip
 from railtix.core.errors import Refusal
 from railtix.core.inventory import Layouts, RunState, change_status, fold, hold_lapsed, place_order
 from railtix.core.orders import LIVE, REFUSED, TRANSITIONS, Order, Passenger, Status, refund_fee
-from railtix.core.seats import available, legs_of
+from railtix.core.seats import FreeSeats, available, legs_of
 from railtix.core.timetable import Coach, Stop, Train, ride_mask
 
 TT = tiny_timetable()
@@ -221,6 +221,13 @@ class RunMachine(RuleBasedStateMachine):
             maps, overlaps = fold(TRAIN, self.run_orders(run))
             assert overlaps == [], f"seat-segments held twice: {overlaps}"
             assert {c: legs_of(m) for c, m in state.maps.items()} == maps
+
+    @invariant()
+    def seats_to_choose_from_follow_the_maps(self) -> None:
+        # the writer's other shape of each map, kept in step by occupy and release
+        for state in self.states.values():
+            for c, kept in state.free.items():
+                assert kept.legs == FreeSeats(state.maps[c], LAYOUTS(TRAIN, c), LEGS).legs, c
 
     @invariant()
     def sold_plus_free_is_capacity(self) -> None:

@@ -26,6 +26,17 @@ def test_validates(tt: Timetable) -> None:
     assert validate(tt) == []
 
 
+@pytest.mark.parametrize("letters", ["ABCDEFGHJ", "AAB", "ab", "A1", "ÄB"])
+def test_a_coach_with_unusable_seat_letters_is_refused(tt: Timetable, letters: str) -> None:
+    # a row is at most eight seats, each with its own capital letter: the writer keeps a row in a byte
+    train = tt.trains[0]
+    coaches = (msgspec.structs.replace(train.coaches[0], letters=letters), *train.coaches[1:])
+    bad = msgspec.structs.replace(tt, trains=(msgspec.structs.replace(train, coaches=coaches), *tt.trains[1:]))
+    assert validate(bad) == [f"{train.number}: coach {coaches[0].number}'s seat letters must be 1 to 8 different capital letters"]
+    good = (msgspec.structs.replace(train.coaches[0], letters="ABCDEFGH"), *train.coaches[1:])
+    assert validate(msgspec.structs.replace(tt, trains=(msgspec.structs.replace(train, coaches=good), *tt.trains[1:]))) == []
+
+
 def test_deterministic(tt: Timetable) -> None:
     assert msgspec.json.encode(demo_timetable()) == msgspec.json.encode(tt)
     assert msgspec.json.encode(demo_timetable()) == msgspec.json.encode(demo_timetable())

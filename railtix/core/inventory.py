@@ -17,12 +17,12 @@ import numpy as np
 
 from railtix.core.errors import Refusal
 from railtix.core.orders import LIVE, Order, Passenger, Status, Ticket, masked, next_status
-from railtix.core.seats import SeatLayout, SeatMap, allocate, empty_map
+from railtix.core.seats import FreeSeats, SeatLayout, SeatMap, empty_map
 from railtix.core.timetable import Timetable, Train, ride_mask
 
 
 class RunState:
-    __slots__ = ("run", "train", "date", "maps", "passengers", "version", "memo")
+    __slots__ = ("run", "train", "date", "maps", "passengers", "version", "memo", "free")
 
     def __init__(
         self,
@@ -44,6 +44,10 @@ class RunState:
         #: (seats left per (class, mask), a search's row per (start, end, departed)) and
         #: dropped with the view when the next commit replaces it
         self.memo: dict[tuple[Any, ...], Any] | None = None
+        #: on the writer's states only: each class's map shaped for choosing seats, made at the
+        #: first purchase and kept in step by occupy and release. Whoever replaces ``maps``
+        #: otherwise must clear it.
+        self.free: dict[str, FreeSeats] = {}
 
     @classmethod
     def empty(cls, train: Train, date: str) -> RunState:
@@ -60,20 +64,32 @@ class RunState:
             self.version,
         )
 
+    def free_seats(self, seat_class: str, layout: SeatLayout) -> FreeSeats:
+        found = self.free.get(seat_class)
+        if found is None:
+            found = self.free[seat_class] = FreeSeats(self.maps[seat_class], layout, len(self.train.stops) - 1)
+        return found
+
     def occupy(self, order: Order) -> None:
         occ = self.maps[order.seat_class]
         mask = np.uint64(order.mask)
+        free = self.free.get(order.seat_class)
         for t in order.tickets:
             assert not occ[t.seat_index] & mask, "seat-segment sold twice"
             occ[t.seat_index] |= mask
+            if free is not None:
+                free.take(t.seat_index, order.start, order.end)
             self.passengers.setdefault(t.id_no, {})[order.id] = order.mask
 
     def release(self, order: Order) -> None:
         occ = self.maps[order.seat_class]
         mask = np.uint64(order.mask)
+        free = self.free.get(order.seat_class)
         for t in order.tickets:
             assert occ[t.seat_index] & mask == mask, "releasing legs that were not held"
             occ[t.seat_index] &= ~mask
+            if free is not None:
+                free.give(t.seat_index, order.start, order.end)
             held = self.passengers.get(t.id_no)
             if held is not None:
                 held.pop(order.id, None)
@@ -138,7 +154,7 @@ def place_order(
                     f"{train.number} {run.date} for part of this ride",
                 )
     layout = layouts(train, seat_class)
-    seats = allocate(run.maps[seat_class], layout, mask, len(passengers), letters)
+    seats = run.free_seats(seat_class, layout).choose(start, end, len(passengers), letters)
     if seats is None:
         raise no_seats(train.number, run.date, seat_class)
     price = timetable.fare(train, seat_class, start, end)

@@ -2,18 +2,18 @@
 
 Per run and seat class the seat map holds one 64-bit integer per seat: the legs already sold on
 it. A seat is free for a ride when ``occupied & mask == 0``. The maps are numpy ``uint64`` arrays
-so that availability and the search for free seats run as a few vectorised passes, not a Python
-loop per seat: searches are most of a ticket server's load.
+so that availability runs as a few vectorised passes, not a Python loop per seat: searches are
+most of a ticket server's load. Choosing seats, which only the writer does, works on another
+shape of the same map (``FreeSeats``): one int per leg, a bit per seat.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 
 import numpy as np
 
-from railtix.core.timetable import WINDOW_LETTERS, SeatLabel
+from railtix.core.timetable import SeatLabel, row_seats_max
 
 SeatMap = np.ndarray  # dtype uint64, one element per seat
 
@@ -44,32 +44,191 @@ def available(occ: SeatMap, mask: int) -> int:
 
 
 class SeatLayout:
-    """Where each seat of one class sits, derived once per train and class."""
+    """Where each seat of one class sits, derived once per train and class.
+
+    Besides the seats in order, it numbers them for ``FreeSeats``: row ``r``'s ``k``-th seat is
+    bit ``8 * r + k`` (``bit_of``), so that a row of a bitset is one byte.
+    """
 
     def __init__(self, labels: Sequence[SeatLabel]) -> None:
         self.labels = tuple(labels)
         n = len(self.labels)
-        rows = [(s.coach, s.row) for s in self.labels]
-        starts = [i for i in range(n) if i == 0 or rows[i] != rows[i - 1]]
-        self.row_starts = np.array(starts, dtype=np.intp)
-        self.row_ends = np.array(starts[1:] + [n], dtype=np.intp)
-        coaches = [s.coach for s in self.labels]
-        cstarts = [i for i in range(n) if i == 0 or coaches[i] != coaches[i - 1]]
-        self.coach_starts = np.array(cstarts, dtype=np.intp)
+        places = [(s.coach, s.row) for s in self.labels]
+        starts = [i for i in range(n) if i == 0 or places[i] != places[i - 1]]
+        #: per row, its first seat and the seat after its last
+        self.row_lo = starts
+        self.row_hi = starts[1:] + [n]
+        self.rows = len(starts)
+        rows = list(zip(self.row_lo, self.row_hi, strict=True))
+        assert all(hi - lo <= row_seats_max for lo, hi in rows), "a row fits a byte"
+        self.bit_of = tuple(8 * r + (i - lo) for r, (lo, hi) in enumerate(rows) for i in range(lo, hi))
+        seat_at = [-1] * (8 * self.rows)
+        for i, b in enumerate(self.bit_of):
+            seat_at[b] = i
+        #: per bit, its seat (-1 for the bits past a row's last seat)
+        self.seat_at = seat_at
+        coach_of_row = [self.labels[lo].coach for lo in self.row_lo]
+        firsts = [r for r in range(self.rows) if r == 0 or coach_of_row[r] != coach_of_row[r - 1]]
+        #: per coach, its first row and the row after its last
+        self.coach_rows = list(zip(firsts, firsts[1:] + [self.rows], strict=True))
         #: per seat: coach number and "12F", ready for tickets
         self.coaches = tuple(s.coach for s in self.labels)
         self.names = tuple(f"{s.row:02d}{s.letter}" for s in self.labels)
-        #: per seat, its letter: a tuple for Python loops, an array for vector passes
         self.letter_of = tuple(s.letter for s in self.labels)
-        self.letters = np.array(self.letter_of)
-        self.window = np.array([s.letter in WINDOW_LETTERS for s in self.labels], dtype=bool)
+        #: per letter, the bitset of the seats that have it
+        self.letter_bits: dict[str, int] = {}
+        for i, letter in enumerate(self.letter_of):
+            self.letter_bits[letter] = self.letter_bits.get(letter, 0) | 1 << self.bit_of[i]
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    @cached_property
-    def letter_sets(self) -> dict[str, np.ndarray]:
-        return {letter: self.letters == letter for letter in set(self.letters.tolist())}
+
+#: per byte, how many bits it has set
+_POPCOUNT = bytes(bin(b).count("1") for b in range(256))
+#: per n, per byte: 1 when the byte has at least n bits set (a row with at least n such seats)
+_AT_LEAST = tuple(bytes(1 if _POPCOUNT[b] >= n else 0 for b in range(256)) for n in range(row_seats_max + 1))
+
+
+def _lowest(bits: int) -> int:
+    """The lowest bit set (bits > 0)."""
+    return (bits & -bits).bit_length() - 1
+
+
+class FreeSeats:
+    """The writer's working copy of one class's seat map, shaped for choosing seats: per leg,
+    one int with the bit of every seat free on that leg (``SeatLayout.bit_of``).
+
+    Choosing seats is the writer's busiest step. Over uint64 arrays every pass is a numpy
+    call of a few microseconds, and seating a group took a dozen of them. Here a ride's free
+    seats are an AND of its legs' ints, and since a row is a byte, the rows with room for a
+    group, or with n seats that touch sold legs, come from ``bytes.translate`` with a table:
+    a group is seated in about a tenth of the time. It is kept in step with the uint64 map
+    by ``take`` and ``give`` (``RunState.occupy`` and ``release``).
+    """
+
+    __slots__ = ("layout", "legs")
+
+    def __init__(self, occ: SeatMap, layout: SeatLayout, legs: int) -> None:
+        assert len(occ) == len(layout)
+        self.layout = layout
+        bits = np.array(layout.bit_of, dtype=np.intp)
+        padded = np.zeros(8 * layout.rows, dtype=bool)
+        self.legs: list[int] = []
+        for leg in range(legs):
+            padded[bits] = (occ >> _U64(leg)) & _U64(1) == 0
+            packed = np.packbits(padded, bitorder="little").tobytes()
+            self.legs.append(int.from_bytes(packed, "little"))
+
+    def take(self, seat: int, start: int, end: int) -> None:
+        """The seat is sold on legs start..end-1."""
+        keep = ~(1 << self.layout.bit_of[seat])
+        legs = self.legs
+        for leg in range(start, end):
+            legs[leg] &= keep
+
+    def give(self, seat: int, start: int, end: int) -> None:
+        """The seat is free again on legs start..end-1."""
+        bit = 1 << self.layout.bit_of[seat]
+        legs = self.legs
+        for leg in range(start, end):
+            legs[leg] |= bit
+
+    def choose(self, start: int, end: int, count: int, letters: Sequence[str] = ()) -> list[int] | None:
+        """``allocate``'s choice for the ride over legs start..end-1."""
+        assert count >= 1 and 0 <= start < end
+        legs = self.legs
+        free = legs[start]
+        for leg in range(start + 1, end):
+            free &= legs[leg]
+        if free.bit_count() < count:
+            return None
+        around = -1  # free on both legs next to the ride (those past the ends count as free)
+        if start > 0:
+            around &= legs[start - 1]
+        if end < len(legs):
+            around &= legs[end]
+        touching = free & ~around
+        layout = self.layout
+        wanted = [w for w in letters if w in layout.letter_bits][:count]
+        if count == 1:
+            candidates = [touching, free]
+            if wanted:
+                pick = layout.letter_bits[wanted[0]]
+                candidates = [touching & pick, free & pick, *candidates]
+            seat = next(c for c in candidates if c)
+            return [layout.seat_at[_lowest(seat)]]
+        return self._group(free, touching, count, wanted)
+
+    def _group(self, free: int, touching: int, count: int, wanted: list[str]) -> list[int]:
+        layout = self.layout
+        free_rows = free.to_bytes(layout.rows, "little")
+        touching_rows = touching.to_bytes(layout.rows, "little")
+        # a byte per row, 1 where the row has room for the whole group
+        room = int.from_bytes(free_rows.translate(_AT_LEAST[count]), "little")
+        if room:
+            # Best fit: the rows whose free seats touch sold legs the most (up to the group's
+            # size), the first such row on a tie. Level by level: a row's fit is n when it has
+            # n touching seats but not n + 1 (capped at the group's size).
+            levels = [room & int.from_bytes(touching_rows.translate(_AT_LEAST[n]), "little")
+                      for n in range(count, 0, -1)] + [room]
+            if not wanted:
+                best = next(rows for rows in levels if rows)
+                return self._pick_in_row(_lowest(best) >> 3, free_rows, touching_rows, count, wanted)
+            # Wished letters are weighed among the best few rows (a Python loop), fit first:
+            # a row grants as many wishes as its free letters have in common with them.
+            weighed: list[int] = []
+            above = 0
+            for rows in levels:
+                rows, above = rows & ~above, rows
+                while rows and len(weighed) < rows_weighed_max:
+                    low = rows & -rows
+                    weighed.append(low.bit_length() - 1 >> 3)
+                    rows ^= low
+            letter_of = layout.letter_of
+            best_row, most = -1, -1
+            for r in weighed:
+                lo, mine = layout.row_lo[r], free_rows[r]
+                have = [letter_of[lo + k] for k in range(layout.row_hi[r] - lo) if mine >> k & 1]
+                granted = _common(wanted, have)
+                if granted > most:
+                    best_row, most = r, granted
+                    if granted == len(wanted):
+                        break
+            return self._pick_in_row(best_row, free_rows, touching_rows, count, wanted)
+        # no row has room: the first coach that has, else the first free seats anywhere
+        per_row = free_rows.translate(_POPCOUNT)
+        for first, after in layout.coach_rows:
+            if sum(per_row[first:after]) >= count:
+                free &= -1 << 8 * first
+                break
+        out = []
+        for _ in range(count):
+            low = free & -free
+            out.append(layout.seat_at[low.bit_length() - 1])
+            free ^= low
+        return out
+
+    def _pick_in_row(self, r: int, free_rows: bytes, touching_rows: bytes, count: int, wanted: list[str]) -> list[int]:
+        """``count`` free seats of row r: wished letters first, then best fit, then neighbours."""
+        layout = self.layout
+        lo, mine, touch = layout.row_lo[r], free_rows[r], touching_rows[r]
+        letter_of = layout.letter_of
+        open_seats = [lo + k for k in range(layout.row_hi[r] - lo) if mine >> k & 1]
+        chosen: list[int] = []
+        for w in wanted:
+            for i in open_seats:
+                if letter_of[i] == w and i not in chosen:
+                    chosen.append(i)
+                    break
+        if len(chosen) < count:
+            rest = [i for i in open_seats if i not in chosen]
+            # seats whose sold legs touch the ride first (best fit), then the seats nearest to
+            # those already chosen, which keeps the group together
+            anchor = chosen[0] if chosen else next((i for i in rest if touch >> (i - lo) & 1), rest[0])
+            rest.sort(key=lambda i: (not touch >> (i - lo) & 1, abs(i - anchor), i))
+            chosen.extend(rest[: count - len(chosen)])
+        return sorted(chosen)
 
 
 def allocate(
@@ -82,74 +241,13 @@ def allocate(
     else in one coach, else wherever seats are free. ``letters`` are wished-for seat letters
     (12306's choice of A/B/C/D/F), honoured where free seats allow; otherwise seats are assigned
     anyway, as 12306 does.
+
+    This builds a ``FreeSeats`` for one choice; the writer keeps one per run and class instead.
     """
-    assert count >= 1
-    free = (occ & _U64(mask)) == 0
-    edge = _U64(((mask << 1) | (mask >> 1)) & ~mask & 0xFFFF_FFFF_FFFF_FFFF)
-    touching = free & ((occ & edge) != 0)
-    wanted = [w for w in letters if w in layout.letter_sets][:count]
-    if count == 1:
-        seat = _first_seat(free, touching, layout, wanted[0] if wanted else None)
-        return None if seat is None else [seat]
-    if int(np.count_nonzero(free)) < count:
-        return None
-    return _group(free, touching, layout, count, wanted)
-
-
-def _first_seat(free: np.ndarray, touching: np.ndarray, layout: SeatLayout, letter: str | None) -> int | None:
-    """The first free seat by preference: touching and wished, wished, touching, any."""
-    candidates = [touching, free]
-    if letter is not None:
-        pick = layout.letter_sets[letter]
-        candidates = [touching & pick, free & pick, *candidates]
-    for c in candidates:
-        i = int(c.argmax())
-        if c[i]:
-            return i
-    return None
-
-
-def _group(
-    free: np.ndarray, touching: np.ndarray, layout: SeatLayout, count: int, wanted: list[str]
-) -> list[int]:
-    starts = layout.row_starts
-    # Per row: how well its free seats fit (those touching sold legs, up to the group's size),
-    # or -1 when it has too few free seats. Two reductions and no stacked copy: a group's
-    # allocation is a handful of numpy calls, and each costs about a microsecond.
-    fit = np.minimum(np.add.reduceat(touching, starts, dtype=np.int32), count)
-    score = np.where(np.add.reduceat(free, starts, dtype=np.int32) >= count, fit, -1)
-    if not wanted:
-        r = int(score.argmax())  # argmax: the first of the best
-        if score[r] >= 0:
-            return _pick_in_row(free, touching, layout, int(starts[r]), int(layout.row_ends[r]), count, wanted)
-    else:
-        rows = np.flatnonzero(score >= 0)
-        if rows.size:
-            # Best fit first, the first such row on a tie. Wished letters are weighed only
-            # among a few of the best rows (a Python loop). A row grants as many wishes as
-            # its free letters have in common with them (a multiset intersection), so rows
-            # are scored without picking their seats.
-            order = rows[np.argsort(-fit[rows], kind="stable")]
-            letter_of = layout.letter_of
-            best_row, best = -1, -1
-            for r in order[:rows_weighed_max].tolist():
-                lo, hi = int(starts[r]), int(layout.row_ends[r])
-                have = [letter_of[lo + k] for k, f in enumerate(free[lo:hi].tolist()) if f]
-                granted = _common(wanted, have)
-                if granted > best:
-                    best_row, best = r, granted
-                    if granted == len(wanted):
-                        break
-            lo, hi = int(starts[best_row]), int(layout.row_ends[best_row])
-            return _pick_in_row(free, touching, layout, lo, hi, count, wanted)
-    per_coach = np.add.reduceat(free, layout.coach_starts, dtype=np.int32)
-    coaches = np.flatnonzero(per_coach >= count)
-    if coaches.size:
-        c = int(coaches[0])
-        lo = int(layout.coach_starts[c])
-        idx = np.flatnonzero(free[lo:]) + lo
-        return idx[:count].tolist()
-    return np.flatnonzero(free)[:count].tolist()
+    assert count >= 1 and mask > 0
+    start, end = _lowest(mask), mask.bit_length()
+    legs = min(64, max(end + 1, int(occ.max()).bit_length() if len(occ) else 0))
+    return FreeSeats(occ, layout, legs).choose(start, end, count, letters)
 
 
 def _common(wanted: list[str], letters: list[str]) -> int:
@@ -161,31 +259,6 @@ def _common(wanted: list[str], letters: list[str]) -> int:
             have.remove(w)
             granted += 1
     return granted
-
-
-def _pick_in_row(
-    free: np.ndarray, touching: np.ndarray, layout: SeatLayout, lo: int, hi: int, count: int, wanted: list[str]
-) -> list[int]:
-    """``count`` free seats of one row: wished letters first, then best fit, then neighbours."""
-    # one row is a handful of seats: plain lists beat numpy's per-element indexing here
-    row_free = free[lo:hi].tolist()
-    row_touch = touching[lo:hi].tolist()
-    letter_of = layout.letter_of
-    open_seats = [lo + k for k, f in enumerate(row_free) if f]
-    chosen: list[int] = []
-    for w in wanted:
-        for i in open_seats:
-            if letter_of[i] == w and i not in chosen:
-                chosen.append(i)
-                break
-    if len(chosen) < count:
-        rest = [i for i in open_seats if i not in chosen]
-        # seats whose sold legs touch the ride first (best fit), then the seats nearest to
-        # those already chosen, which keeps the group together
-        anchor = chosen[0] if chosen else next((i for i in rest if row_touch[i - lo]), rest[0])
-        rest.sort(key=lambda i: (not row_touch[i - lo], abs(i - anchor), i))
-        chosen.extend(rest[: count - len(chosen)])
-    return sorted(chosen)
 
 
 def legs_of(occ: SeatMap) -> list[int]:

@@ -31,6 +31,10 @@ AISLE_LETTERS = frozenset("CD")
 #: Legs fit in one 64-bit mask.
 stops_per_train_max = 64
 
+#: Seats in one row of a coach. 12306's coaches have at most five (A B C D F); the writer keeps a
+#: row's free seats in one byte when it chooses seats (``seats.FreeSeats``).
+row_seats_max = 8
+
 
 class Station(msgspec.Struct, frozen=True):
     code: str  #: 12306 telegraph code, three capital letters (VNP is Beijing South).
@@ -228,6 +232,13 @@ def validate(timetable: Timetable) -> list[str]:
                 problems.append(f"{t.number}: coach {c.number} has unknown class {c.seat_class}")
             if c.rows < 1:
                 problems.append(f"{t.number}: coach {c.number} has no rows")
+            if c.letters and not (
+                len(c.letters) <= row_seats_max and len(set(c.letters)) == len(c.letters)
+                and c.letters.isascii() and c.letters.isalpha() and c.letters.isupper()
+            ):
+                problems.append(
+                    f"{t.number}: coach {c.number}'s seat letters must be 1 to {row_seats_max} different capital letters"
+                )
         if not t.coaches:
             problems.append(f"{t.number}: has no coaches")
     for cls in SEAT_CLASSES:

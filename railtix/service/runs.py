@@ -41,6 +41,7 @@ def refresh(state: RunState, row: tuple[int, bytes] | None, changed: list[Order]
     assert row is not None, "a run whose version moved has a row"
     version, blob = row
     state.maps = decode_maps(blob, state.train)
+    state.free.clear()  # shaped from the maps just replaced
     state.version = version
     for o in changed:
         for t in o.tickets:
