@@ -849,7 +849,7 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
     from railtix.serve import DEFAULT_MODEL, model
     from railtix.serve.options import ServeOptions, listen
     from railtix.service.service import Service, load_timetable
-    from railtix.store import open_store
+    from railtix.store import InUse, open_store
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     name = model_name or DEFAULT_MODEL
@@ -902,6 +902,8 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
                                 writer_process=writer == "process")
     try:
         model(name)(factory, opts)
+    except InUse as e:
+        raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"cannot serve on {tcp}: {e.strerror or e}") from None
     except KeyboardInterrupt:

@@ -200,10 +200,12 @@ def make_service(tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
     """
     started: list[Service] = []
 
-    def make(database: str | None = None, **kwargs: Any) -> Service:
+    def make(database: str | None = None, shared: bool = False, **kwargs: Any) -> Service:
         kwargs.setdefault("clock", clock)
         kwargs.setdefault("sweep_interval_s", 3600.0)
-        svc = Service(open_store(database or str(tmp_path / "railtix.db")), **kwargs).start()
+        store = open_store(database or str(tmp_path / "railtix.db"))
+        store.shared = shared or store.shared  # as the processes model marks its workers' stores
+        svc = Service(store, **kwargs).start()
         started.append(svc)
         return svc
 

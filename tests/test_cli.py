@@ -535,6 +535,17 @@ def test_serve_on_a_taken_port_creates_no_database(cli: Run, tmp_path: Path) -> 
         taken.close()
 
 
+@pytest.mark.parametrize("model", ["asyncio", "processes"])
+def test_a_second_server_on_one_database_is_refused(start_server: Any, cli: Run, tmp_path: Path, model: str) -> None:
+    db = tmp_path / "served.db"
+    first = start_server(db)
+    assert first.port
+    r = cli("serve", "--model", model, "--tcp", "127.0.0.1:0", "--database", str(db))
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"railtix: another railtix server is serving {db}"), r.output
+    assert first.proc.poll() is None  # the first one serves on
+
+
 def test_help_describes_demo_and_seat_wishes(cli: Run) -> None:
     r = cli("--help")
     assert "lock lesson" in r.stdout and "serving models" not in r.stdout

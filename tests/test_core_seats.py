@@ -191,11 +191,14 @@ def _big_train() -> Train:
 
 
 BIG = _big_train()
+#: rows of eight seats: the most a row may have (the writer keeps a row in a byte)
+WIDE = Train("W1", "wide", BIG.stops, (Coach(1, "second", 3, "ABCDEFGH"), Coach(2, "second", 2, "ABCDEFGH")))
 LAYOUTS = {
     "tiny-second": SECOND,
     "tiny-business": BUSINESS,
     "big-first": SeatLayout(BIG.seats["first"]),
     "big-second": SeatLayout(BIG.seats["second"]),
+    "wide-second": SeatLayout(WIDE.seats["second"]),
 }
 LEGS = 6
 
@@ -210,7 +213,7 @@ def situations(draw: st.DrawFn) -> tuple[SeatLayout, np.ndarray, int, int, list[
     start = draw(st.integers(0, LEGS - 1))
     end = draw(st.integers(start + 1, LEGS))
     count = draw(st.integers(1, 5))
-    letters = draw(st.lists(st.sampled_from("ABCDF"), max_size=count))
+    letters = draw(st.lists(st.sampled_from("ABCDFH"), max_size=count))
     return layout, occ, ride_mask(start, end), count, letters
 
 
@@ -239,13 +242,20 @@ def test_allocate_against_brute_force(s: tuple[SeatLayout, np.ndarray, int, int,
     for i in free:
         free_per_row[row_of[i]] = free_per_row.get(row_of[i], 0) + 1
         free_per_coach[coach_of[i]] = free_per_coach.get(coach_of[i], 0) + 1
+    edge = ((mask << 1) | (mask >> 1)) & ~mask
+    touching = [i for i in free if legs_of(occ)[i] & edge]
     if max(free_per_row.values()) >= count:
         assert len({row_of[i] for i in got}) == 1, "a row had room but the group was split"
+        if count > 1 and not [w for w in letters if w in set(layout.letter_of)]:
+            # best fit: the first of the rows with room whose free seats touch sold legs most
+            fit = {r: min(count, sum(row_of[i] == r for i in touching)) for r in free_per_row
+                   if free_per_row[r] >= count}
+            best = max(fit.values())
+            first = min((r for r in fit if fit[r] == best), key=lambda r: row_of.index(r))
+            assert row_of[got[0]] == first, "not the first best-fitting row"
     elif max(free_per_coach.values()) >= count:
         assert len({coach_of[i] for i in got}) == 1, "a coach had room but the group was split"
     wished = [w for w in letters if w in set(layout.letter_of)]
-    edge = ((mask << 1) | (mask >> 1)) & ~mask
-    touching = [i for i in free if legs_of(occ)[i] & edge]
     if count == 1:
         (i,) = got
         if wished and any(layout.labels[j].letter == wished[0] for j in free):
@@ -253,7 +263,9 @@ def test_allocate_against_brute_force(s: tuple[SeatLayout, np.ndarray, int, int,
             if any(layout.labels[j].letter == wished[0] for j in touching):
                 assert i in touching
         elif touching:
-            assert i in touching, "best fit: a free seat touching sold legs was passed over"
+            assert i == touching[0], "best fit: not the first free seat touching sold legs"
+        else:
+            assert i == free[0], "not the first free seat"
 
 
 @settings(max_examples=300, deadline=None)

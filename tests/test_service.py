@@ -707,6 +707,7 @@ def test_a_shared_store_has_no_key_filter(make_service: Any, clock: FakeClock) -
 
     alone = make_service()
     assert alone._keys is not None
+    alone.stop()  # one server alone, or shared ones only
     store = open_store(alone.store.location)
     shared = Service(store, clock=clock, sweep_interval_s=3600.0)
     store.shared = True

@@ -18,7 +18,7 @@ from test_postgres import PG, _pg_up
 
 from railtix import limits
 from railtix.core.inventory import fold
-from railtix.store import open_store
+from railtix.store import InUse, open_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -34,11 +34,10 @@ def shared_url(request: Any, tmp_path: Path) -> Iterator[str]:
 
 
 def _pair(make_service: Any, url: str) -> tuple[SessionClient, SessionClient, str, str]:
-    a = make_service(url, timetable=tiny_timetable())
-    b = make_service(url)
+    a = make_service(url, shared=True, timetable=tiny_timetable())
+    b = make_service(url, shared=True)
     for svc in (a, b):
-        svc.store.shared = True
-        svc.cache._store.shared = True
+        assert svc.store.shared and svc.cache._store.shared
     ca, cb = SessionClient(a), SessionClient(b)
     ta = ca.login("alice")
     tb = cb.ok(op="login", user="alice", password="password123")["token"]
@@ -130,3 +129,21 @@ def test_an_order_paid_through_the_other_process_is_read_as_paid(
     refused = ca.call(op="cancel", token=ta, key="a2", order=order)
     assert refused["error"]["code"] == "order_not_cancellable", refused
     assert ca.ok(op="refund", token=ta, key="a3", order=order)["order"]["status"] == "refunded"
+
+
+def test_a_database_is_served_alone_or_by_shared_servers_only(make_service: Any, tmp_path: Path) -> None:
+    # a server that is not shared trusts what it keeps in memory (the orders it wrote, the key
+    # filter): no other server may write its database while it runs
+    url = str(tmp_path / "one.db")
+    alone = make_service(url, timetable=tiny_timetable())
+    with pytest.raises(InUse, match="another railtix server is serving"):
+        make_service(url)
+    with pytest.raises(InUse):
+        make_service(url, shared=True)
+    alone.stop()
+    first, second = make_service(url, shared=True), make_service(url, shared=True)
+    with pytest.raises(InUse):
+        make_service(url)
+    first.stop()
+    second.stop()
+    make_service(url)  # the last shared server gone, one alone may serve again

@@ -54,14 +54,17 @@ class SeatLayout:
         self.labels = tuple(labels)
         n = len(self.labels)
         places = [(s.coach, s.row) for s in self.labels]
-        starts = [i for i in range(n) if i == 0 or places[i] != places[i - 1]]
+        starts: list[int] = []
+        for i in range(n):  # a new row where the place changes, and after eight seats in one
+            if i == 0 or places[i] != places[i - 1] or i - starts[-1] == row_seats_max:
+                starts.append(i)
         #: per row, its first seat and the seat after its last
         self.row_lo = starts
         self.row_hi = starts[1:] + [n]
         self.rows = len(starts)
-        rows = list(zip(self.row_lo, self.row_hi, strict=True))
-        assert all(hi - lo <= row_seats_max for lo, hi in rows), "a row fits a byte"
+        rows = zip(self.row_lo, self.row_hi, strict=True)
         self.bit_of = tuple(8 * r + (i - lo) for r, (lo, hi) in enumerate(rows) for i in range(lo, hi))
+        self.bit_index = np.array(self.bit_of, dtype=np.intp)
         seat_at = [-1] * (8 * self.rows)
         for i, b in enumerate(self.bit_of):
             seat_at[b] = i
@@ -110,15 +113,16 @@ class FreeSeats:
     __slots__ = ("layout", "legs")
 
     def __init__(self, occ: SeatMap, layout: SeatLayout, legs: int) -> None:
-        assert len(occ) == len(layout)
+        assert len(occ) == len(layout) and 0 < legs <= 64
         self.layout = layout
-        bits = np.array(layout.bit_of, dtype=np.intp)
-        padded = np.zeros(8 * layout.rows, dtype=bool)
-        self.legs: list[int] = []
-        for leg in range(legs):
-            padded[bits] = (occ >> _U64(leg)) & _U64(1) == 0
-            packed = np.packbits(padded, bitorder="little").tobytes()
-            self.legs.append(int.from_bytes(packed, "little"))
+        # per seat and leg, 1 where sold: the map's bits, little end first, of the bytes that
+        # hold the train's legs
+        size = (legs + 7) // 8
+        sold = np.unpackbits(occ.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :size], axis=1, bitorder="little")
+        free = np.zeros((8 * layout.rows, legs), dtype=np.uint8)  # the bits past a row's end stay 0
+        free[layout.bit_index] = 1 - sold[:, :legs]
+        packed = np.packbits(free, axis=0, bitorder="little")  # a byte per row and leg
+        self.legs: list[int] = [int.from_bytes(packed[:, leg].tobytes(), "little") for leg in range(legs)]
 
     def take(self, seat: int, start: int, end: int) -> None:
         """The seat is sold on legs start..end-1."""
@@ -164,8 +168,9 @@ class FreeSeats:
         layout = self.layout
         free_rows = free.to_bytes(layout.rows, "little")
         touching_rows = touching.to_bytes(layout.rows, "little")
-        # a byte per row, 1 where the row has room for the whole group
-        room = int.from_bytes(free_rows.translate(_AT_LEAST[count]), "little")
+        # a byte per row, 1 where the row has room for the whole group (none has, for more
+        # people than a row has seats)
+        room = int.from_bytes(free_rows.translate(_AT_LEAST[count]), "little") if count <= row_seats_max else 0
         if room:
             # Best fit: the rows whose free seats touch sold legs the most (up to the group's
             # size), the first such row on a tie. Level by level: a row's fit is n when it has

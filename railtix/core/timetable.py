@@ -227,6 +227,9 @@ def validate(timetable: Timetable) -> list[str]:
         kms = [s.km for s in t.stops]
         if kms != sorted(kms) or len(set(kms)) != len(kms):
             problems.append(f"{t.number}: distances must increase")
+        numbers = [c.number for c in t.coaches]
+        if len(set(numbers)) != len(numbers):
+            problems.append(f"{t.number}: two coaches share a number")
         for c in t.coaches:
             if c.seat_class not in SEAT_CLASSES:
                 problems.append(f"{t.number}: coach {c.number} has unknown class {c.seat_class}")

@@ -55,6 +55,8 @@ def run(service_factory: Callable[[], Service], opts: ServeOptions) -> None:
     try:
         if getattr(prepared.store, "url", None) == ":memory:":
             raise SystemExit(MEMORY_REFUSED)
+        prepared.store.shared = True
+        prepared.store.claim()  # a server of one process on the database: refused before any worker
     finally:
         prepared.stop()
     listener = listen(opts.tcp_host, opts.tcp_port)

@@ -134,6 +134,11 @@ class Service:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Service:
+        try:
+            self.store.claim()  # InUse when another server would break what this one trusts
+        except Exception:
+            self.store.close()
+            raise
         if not self.store.shared:
             self._keys = keyfilter.load(self.store.all_keys())
         if isinstance(self.batch, WriterProcess):

@@ -6,7 +6,7 @@ for SQLite, ``postgresql://…`` for PostgreSQL.
 
 from __future__ import annotations
 
-from railtix.store.base import Store
+from railtix.store.base import InUse, Store
 
 
 def open_store(url: str) -> Store:
@@ -63,4 +63,4 @@ def open_existing_store(url: str) -> Store:
     return open_store(url)
 
 
-__all__ = ["NotRailtix", "Store", "open_existing_store", "open_store"]
+__all__ = ["InUse", "NotRailtix", "Store", "open_existing_store", "open_store"]

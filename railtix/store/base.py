@@ -92,10 +92,20 @@ class Tx(Protocol):
     def rollback(self) -> None: ...
 
 
+class InUse(Exception):
+    """Another railtix server serves this database as its only writer."""
+
+
 class Store(Protocol):
     url: str
     #: True when other processes may write the same database (then cached runs are checked).
     shared: bool
+
+    def claim(self) -> None:
+        """Declare this process a server of the database, until ``close``: alone when the store
+        is not ``shared``, else beside other shared servers. Raises InUse when that conflicts
+        with a server already there: a server that is not shared keeps what it wrote in memory
+        (the kept orders, the key filter) and trusts that nobody else changes it."""
 
     @property
     def location(self) -> str:

@@ -112,6 +112,10 @@ class PostgresStore:
         finally:
             conn.close()
 
+    def claim(self) -> None:
+        """Nothing to claim: a PostgreSQL store is always shared, and every server of it checks
+        what it cached against the database."""
+
     def close(self) -> None:
         with self._all_lock:
             for conn in list(self._all.values()):

@@ -21,7 +21,7 @@ import msgspec
 
 from railtix.core.orders import Order
 from railtix.core.timetable import Timetable
-from railtix.store.base import decode_order, encode_order, last_order_id, migrations
+from railtix.store.base import InUse, decode_order, encode_order, last_order_id, migrations
 
 #: How long a connection waits for another process's write lock before failing (ms). Long
 #: enough for a big batch of a sibling worker, short enough that a stuck lock surfaces.
@@ -59,6 +59,7 @@ class SqliteStore:
             self._target = url.removeprefix("sqlite://")
         self._local = threading.local()
         self._lock_fd: int | None = None
+        self._claim_fd: int | None = None
         #: every open connection by id, so that close() can close them; a thread's connection
         #: is closed and leaves when the thread ends
         self._all: dict[int, sqlite3.Connection] = {}
@@ -116,9 +117,26 @@ class SqliteStore:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for fd in (self._lock_fd, self._claim_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._claim_fd = None
+
+    def claim(self) -> None:
+        """A shared or exclusive ``flock`` on ``DATABASE-serving.lock``, held until close: the
+        kernel drops it when the process ends, however it ends."""
+        if self._scratch is not None or self._claim_fd is not None:  # in memory: nobody else sees it
+            return
+        fd = os.open(self._target + "-serving.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InUse(
+                f"another railtix server is serving {self._target}: run one server per database "
+                "file, or serve it from several processes with --model processes"
+            ) from None
+        self._claim_fd = fd
 
     # --- timetable -------------------------------------------------------------------------
     def get_timetable(self) -> Timetable | None:
