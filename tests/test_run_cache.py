@@ -49,9 +49,9 @@ def test_a_late_publication_does_not_replace_a_newer_view() -> None:
     cache = RunCache(store, {TRAIN.number: TRAIN}, max_age_s=0.05, clock=lambda: now[0])  # type: ignore[arg-type]
     store.version, store.sold = 7, 2
     assert left(cache) == 4
-    cache.publish_maps([(RUN, 6, blob(1))])
+    cache.publish_maps([(RUN, 6, blob(1), {})])
     assert left(cache) == 4
-    cache.publish_maps([(RUN, 8, blob(3))])  # a later commit of its own writer does replace it
+    cache.publish_maps([(RUN, 8, blob(3), {})])  # a later commit of its own writer does replace it
     assert left(cache) == 3
 
 

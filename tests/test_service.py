@@ -836,3 +836,32 @@ def test_a_pay_after_its_buy_needs_no_read_of_the_order(
     assert read == [[bought[0]]]
     # an order that is not there is still refused as not found
     assert c.call(op="pay", token=token, key="p9", order="E0000000000000000")["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("writer_process", [False, True])
+def test_views_count_seats_as_their_maps_do(make_service: Any, clock: FakeClock, writer_process: bool) -> None:
+    # the writer publishes its FreeSeats with the maps; readers count on them
+    from railtix.core.rides import seats_left
+    from railtix.core.seats import available
+    from railtix.core.timetable import ride_mask
+
+    svc = make_service(timetable=tiny_timetable(), writer_process=writer_process)
+    c = SessionClient(svc)
+    token = c.login("alice")
+    stops = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+    made = []
+    for n, (a, b) in enumerate([(0, 2), (1, 4), (2, 3), (0, 4), (3, 4), (1, 2)]):
+        reply = c.call(op="buy", token=token, key=f"b{n}", train="T1", date=clock.date(1),
+                       **{"from": stops[a], "to": stops[b], "class": "second" if n % 2 else "business"},
+                       passengers=[{"name": "P", "id_no": f"33010119900101{n:04d}"},
+                                   {"name": "Q", "id_no": f"33010119900102{n:04d}"}])
+        assert reply["ok"], reply
+        made.append(reply["order"]["order"])
+    c.ok(op="cancel", token=token, key="c0", order=made[1])
+    train = svc.timetable.train_by_number["T1"]
+    view = svc.cache.get(train, clock.date(1))
+    assert set(view.free) == {"business", "second"}  # what the writer chose seats in
+    for cls, occ in view.maps.items():
+        for i in range(4):
+            for j in range(i + 1, 5):
+                assert seats_left(view, cls, ride_mask(i, j)) == available(occ, ride_mask(i, j)), (cls, i, j)

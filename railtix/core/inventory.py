@@ -44,9 +44,9 @@ class RunState:
         #: (seats left per (class, mask), a search's row per (start, end, departed)) and
         #: dropped with the view when the next commit replaces it
         self.memo: dict[tuple[Any, ...], Any] | None = None
-        #: on the writer's states only: each class's map shaped for choosing seats, made at the
-        #: first purchase and kept in step by occupy and release. Whoever replaces ``maps``
-        #: otherwise must clear it.
+        #: each class's map shaped for choosing seats (on the writer's states: made at the
+        #: first purchase, kept in step by occupy and release; whoever replaces ``maps``
+        #: otherwise must clear it), and for counting (on views, as the writer published them)
         self.free: dict[str, FreeSeats] = {}
 
     @classmethod

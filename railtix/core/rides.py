@@ -165,14 +165,19 @@ def routes(timetable: Timetable, a: str, b: str) -> tuple[Route, ...]:
 
 
 def seats_left(state: RunState, seat_class: str, mask: int) -> int:
-    """Free seats of a class for a ride, remembered on read-only views of a run."""
+    """Free seats of a class for a ride, remembered on read-only views of a run. Counted on
+    the class's FreeSeats where the writer published one with the view, else on the map."""
     memo = state.memo
-    if memo is None:
-        return available(state.maps[seat_class], mask)
     key = (seat_class, mask)
-    left = memo.get(key)
+    left = None if memo is None else memo.get(key)
     if left is None:
-        left = memo[key] = available(state.maps[seat_class], mask)
+        free = state.free.get(seat_class)
+        if free is not None:
+            left = free.count((mask & -mask).bit_length() - 1, mask.bit_length())
+        else:
+            left = available(state.maps[seat_class], mask)
+        if memo is not None:
+            memo[key] = left
     return left
 
 

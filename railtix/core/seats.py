@@ -107,7 +107,9 @@ class FreeSeats:
     seats are an AND of its legs' ints, and since a row is a byte, the rows with room for a
     group, or with n seats that touch sold legs, come from ``bytes.translate`` with a table:
     a group is seated in about a tenth of the time. It is kept in step with the uint64 map
-    by ``take`` and ``give`` (``RunState.occupy`` and ``release``).
+    by ``take`` and ``give`` (``RunState.occupy`` and ``release``). The writer publishes it
+    with each commit's maps, and readers count a ride's free seats with one AND per leg
+    (``count``) where ``available`` makes two numpy passes.
     """
 
     __slots__ = ("layout", "legs")
@@ -123,6 +125,33 @@ class FreeSeats:
         free[layout.bit_index] = 1 - sold[:, :legs]
         packed = np.packbits(free, axis=0, bitorder="little")  # a byte per row and leg
         self.legs: list[int] = [int.from_bytes(packed[:, leg].tobytes(), "little") for leg in range(legs)]
+
+    @classmethod
+    def loads(cls, layout: SeatLayout, blob: bytes) -> FreeSeats:
+        """The FreeSeats that ``dumps`` wrote."""
+        made = cls.__new__(cls)
+        made.layout = layout
+        n = layout.rows
+        made.legs = [int.from_bytes(blob[k : k + n], "little") for k in range(0, len(blob), n)]
+        return made
+
+    def dumps(self) -> bytes:
+        """The legs as bytes, a row's byte each, for a reader in another process."""
+        n = self.layout.rows
+        return b"".join(leg.to_bytes(n, "little") for leg in self.legs)
+
+    def copy(self) -> FreeSeats:
+        made = FreeSeats.__new__(FreeSeats)
+        made.layout, made.legs = self.layout, list(self.legs)
+        return made
+
+    def count(self, start: int, end: int) -> int:
+        """Seats free on every leg start..end-1 (``available`` for the ride's mask)."""
+        legs = self.legs
+        free = legs[start]
+        for leg in range(start + 1, end):
+            free &= legs[leg]
+        return free.bit_count()
 
     def take(self, seat: int, start: int, end: int) -> None:
         """The seat is sold on legs start..end-1."""

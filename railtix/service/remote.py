@@ -72,8 +72,9 @@ class _Batch(msgspec.Struct, array_like=True):
 
 class _Done(msgspec.Struct, array_like=True):
     bodies: list[bytes | None]
-    #: runs committed by this batch: (run, version, maps), for the readers' views
-    views: list[tuple[str, int, bytes]]
+    #: runs committed by this batch: (run, version, maps, FreeSeats by class), for the
+    #: readers' views
+    views: list[tuple[str, int, bytes, dict[str, bytes]]]
     #: views to drop (a publish that failed in the child) and the first day still on sale
     forget: list[str]
     forget_before: str | None
@@ -90,12 +91,14 @@ class _Recorder:
 
     def reset(self) -> None:
         """Forget what was reported for the last batch."""
-        self.views: list[tuple[str, int, bytes]] = []
+        self.views: list[tuple[str, int, bytes, dict[str, bytes]]] = []
         self.forgotten: list[str] = []
         self.before: str | None = None
 
     def publish(self, states: Sequence[RunState]) -> None:
-        self.views.extend((s.run, s.version, encode_maps(s.maps)) for s in states)
+        self.views.extend(
+            (s.run, s.version, encode_maps(s.maps), {c: f.dumps() for c, f in s.free.items()}) for s in states
+        )
 
     def forget(self, runs: list[str]) -> None:
         self.forgotten.extend(runs)

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from railtix import limits
-from railtix.core.inventory import RunState, run_id
+from railtix.core.inventory import Layouts, RunState, run_id
 from railtix.core.orders import Order
+from railtix.core.seats import FreeSeats
 from railtix.core.timetable import Train
 from railtix.store.base import Store, decode_maps
 
@@ -64,6 +65,7 @@ class RunCache:
     ) -> None:
         self._store = store
         self._trains = trains  #: by number, to rebuild views from the writer process's maps
+        self._layouts = Layouts()
         self._runs: dict[str, RunState] = {}
         self._load_lock = threading.Lock()
         self._max_age_s = max_age_s
@@ -131,22 +133,28 @@ class RunCache:
         with self._load_lock:
             self._runs = {}
 
-    def publish_maps(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
-        """Committed maps from the writer process: (run, version, encoded maps)."""
-        trains = self._trains
+    def publish_maps(self, rows: Sequence[tuple[str, int, bytes, dict[str, bytes]]]) -> None:
+        """Committed maps from the writer process: (run, version, encoded maps, and the
+        FreeSeats it had of some classes, dumped)."""
+        trains, layouts = self._trains, self._layouts
         states = []
-        for run, version, blob in rows:
+        for run, version, blob, free in rows:
             number, date = run.split("@")
             train = trains[number]
-            states.append(RunState(run, train, date, decode_maps(blob, train), {}, version))
+            view = RunState(run, train, date, decode_maps(blob, train), {}, version)
+            view.free = {c: FreeSeats.loads(layouts(train, c), legs) for c, legs in free.items()}
+            states.append(view)
         self._install(states)
 
     def publish(self, states: Sequence[RunState]) -> None:
-        """Committed states from the writer: readers get copies of their maps."""
-        self._install([
-            RunState(s.run, s.train, s.date, {c: m.copy() for c, m in s.maps.items()}, {}, s.version)
-            for s in states
-        ])
+        """Committed states from the writer: readers get copies of their maps (and of the
+        FreeSeats the writer had)."""
+        views = []
+        for s in states:
+            view = RunState(s.run, s.train, s.date, {c: m.copy() for c, m in s.maps.items()}, {}, s.version)
+            view.free = {c: f.copy() for c, f in s.free.items()}
+            views.append(view)
+        self._install(views)
 
     def _install(self, views: list[RunState]) -> None:
         for v in views:
