@@ -2,10 +2,11 @@
 
 The writer hands a batch here. Inside one transaction we check idempotency keys, load the
 orders and runs the batch touches (a run's seat maps are re-read only if its stored version
-moved since this process last saw it), apply each command with ``core`` to copies of the run
-states, write the changed orders, maps and keys, and commit. Only then are the copies published
-to readers and the replies released. A refused command changes nothing; a command that fails
-unexpectedly aborts the transaction and the batch is retried without it.
+moved since this process last saw it), apply each command with ``core`` to the writer's own run
+states, write the changed orders, maps and keys, and commit. Only then are copies of the states
+published to readers and the replies released; a transaction that fails drops the states it
+touched, and they are built again from the store. A refused command changes nothing; a command
+that fails unexpectedly aborts the transaction and the batch is retried without it.
 """
 
 from __future__ import annotations
