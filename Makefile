@@ -1,5 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Both build .venv when it is missing.
 PY ?= python3
+# where `make run` listens: `make run TCP=5003` when 5002 is taken
+TCP ?= 127.0.0.1:5002
 VENV := .venv
 BIN := $(VENV)/bin
 BASE := $(VENV)/.installed
@@ -23,7 +25,7 @@ $(DEV): $(BASE)
 
 run: $(BASE)
 	@echo "railtix: in another terminal, '. .venv/bin/activate' puts the railtix command on your PATH"
-	$(BIN)/railtix serve
+	$(BIN)/railtix serve --tcp $(TCP)
 
 test: $(DEV)
 	$(BIN)/python -m pytest

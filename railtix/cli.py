@@ -832,7 +832,7 @@ def _read_timetable(data: bytes, source: str) -> Timetable:
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes for the processes model; 0 means one per core.")
 @click.option("--tcp", default=DEFAULT_TCP, show_default=True, metavar="HOST:PORT",
-              help="Where to listen; port 0 picks a free port.")
+              help="Where to listen (a bare PORT means 127.0.0.1:PORT); port 0 picks a free port.")
 @_database_option
 @click.option("--hold-minutes", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Minutes a held order keeps its seats unpaid.")

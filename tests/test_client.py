@@ -344,3 +344,17 @@ def test_async_unreachable() -> None:
 
     with pytest.raises(Unreachable):
         asyncio.run(go())
+
+
+def test_addresses_as_people_type_them() -> None:
+    from railtix.client import parse_address
+
+    assert parse_address("127.0.0.1:5003") == ("127.0.0.1", 5003)
+    assert parse_address("5003") == ("127.0.0.1", 5003)  # a bare number is a port
+    assert parse_address(":5003") == ("127.0.0.1", 5003)
+    assert parse_address("example.org") == ("example.org", 5002)
+    assert parse_address("[::1]:5003") == ("::1", 5003)
+    with pytest.raises(ValueError, match="out of range"):
+        parse_address("70000")
+    with pytest.raises(ValueError, match="not HOST:PORT"):
+        parse_address("host:port")

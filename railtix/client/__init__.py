@@ -107,8 +107,11 @@ class ReplyTimeout(RailtixError):
 
 
 def parse_address(text: str, default_port: int = 5002) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``[v6]:PORT``, or just ``HOST``) as a (host, port) pair."""
+    """``HOST:PORT`` (or ``[v6]:PORT``, just ``HOST``, or just ``PORT`` on 127.0.0.1) as a
+    (host, port) pair."""
     text = text.strip()
+    if text.isdigit():  # a bare number is a port: no one names a host 5002
+        text = ":" + text
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest.removeprefix(":")

@@ -132,9 +132,13 @@ class SqliteStore:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            why = (
+                "a railtix server of one process is serving" if self.shared
+                else "another railtix server is serving"
+            )
             raise InUse(
-                f"another railtix server is serving {self._target}: run one server per database "
-                "file, or serve it from several processes with --model processes"
+                f"{why} {self._target}: stop it first (a database file has one server, or only "
+                "servers of the processes model)"
             ) from None
         self._claim_fd = fd
 
