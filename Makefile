@@ -25,7 +25,7 @@ $(DEV): $(BASE)
 
 run: $(BASE)
 	@echo "railtix: in another terminal, '. .venv/bin/activate' puts the railtix command on your PATH"
-	$(BIN)/railtix serve --tcp $(TCP)
+	$(BIN)/railtix serve --tcp '$(TCP)'
 
 test: $(DEV)
 	$(BIN)/python -m pytest

@@ -876,19 +876,33 @@ def serve(model_name: str | None, workers: int, tcp: str, database: str, hold_mi
             given = demo_timetable()
         timetable = given
     else:
+        # a server already on this SQLite file refuses us before we migrate or change it; the
+        # serving model claims it again for good once it starts
+        guard = None
+        if _is_file_database(database):
+            from railtix.store.sqlite import serving_lock
+
+            try:
+                guard = serving_lock(database.removeprefix("sqlite://"), shared=name == "processes")
+            except InUse as e:
+                raise CliError(str(e)) from None
         try:
-            store = open_store(database)
-        except Exception as e:
-            raise CliError(f"cannot open the database {database}: {e}") from None
-        try:
-            had = store.get_timetable()
-            ignored = had is not None and given is not None
-            timetable = load_timetable(store, given)
-            counts = _counts(store)
-        except ValueError as e:
-            raise CliError(str(e)) from None
+            try:
+                store = open_store(database)
+            except Exception as e:
+                raise CliError(f"cannot open the database {database}: {e}") from None
+            try:
+                had = store.get_timetable()
+                ignored = had is not None and given is not None
+                timetable = load_timetable(store, given)
+                counts = _counts(store)
+            except ValueError as e:
+                raise CliError(str(e)) from None
+            finally:
+                store.close()
         finally:
-            store.close()
+            if guard is not None:
+                os.close(guard)
 
     def ready(addresses: dict[str, tuple[str, int]]) -> None:
         h, p = addresses["tcp"][:2]

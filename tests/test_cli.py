@@ -542,9 +542,19 @@ def test_a_second_server_on_one_database_is_refused(start_server: Any, cli: Run,
     assert first.port
     r = cli("serve", "--model", model, "--tcp", "127.0.0.1:0", "--database", str(db))
     assert r.exit_code == 1
-    who = "a railtix server of one process" if model == "processes" else "another railtix server"
+    who = "a railtix server of another model than processes" if model == "processes" else "another railtix server"
     assert r.stderr.startswith(f"railtix: {who} is serving {db}: stop it first"), r.output
     assert first.proc.poll() is None  # the first one serves on
+
+
+def test_a_processes_server_keeps_its_database_from_servers_of_other_models(
+    start_server: Any, cli: Run, tmp_path: Path
+) -> None:
+    db = tmp_path / "shared.db"
+    first = start_server(db, "--model", "processes", "--workers", "1")
+    assert first.port
+    r = cli("serve", "--tcp", "127.0.0.1:0", "--database", str(db))
+    assert r.exit_code == 1 and r.stderr.startswith(f"railtix: another railtix server is serving {db}"), r.output
 
 
 def test_help_describes_demo_and_seat_wishes(cli: Run) -> None:

@@ -7,6 +7,7 @@ tests alternate the two services on one run so that every step goes through that
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,22 @@ def test_a_database_is_served_alone_or_by_shared_servers_only(make_service: Any,
     first.stop()
     second.stop()
     make_service(url)  # the last shared server gone, one alone may serve again
+
+
+def test_the_serving_lock_is_the_files_however_it_is_named(tmp_path: Path) -> None:
+    from railtix.store.sqlite import serving_lock
+
+    real = tmp_path / "real.db"
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    held = serving_lock(str(real), shared=False)
+    try:
+        with pytest.raises(InUse, match="another railtix server is serving"):
+            serving_lock(str(link), shared=False)
+        with pytest.raises(InUse, match="another model than processes"):
+            serving_lock(str(link), shared=True)
+    finally:
+        os.close(held)
+    os.close(serving_lock(str(link), shared=False))  # free again once closed
+    with pytest.raises(InUse, match="cannot open"):
+        serving_lock(str(tmp_path / "no-such-folder" / "x.db"), shared=False)

@@ -109,8 +109,8 @@ class ReplyTimeout(RailtixError):
 def parse_address(text: str, default_port: int = 5002) -> tuple[str, int]:
     """``HOST:PORT`` (or ``[v6]:PORT``, just ``HOST``, or just ``PORT`` on 127.0.0.1) as a
     (host, port) pair."""
-    text = text.strip()
-    if text.isdigit():  # a bare number is a port: no one names a host 5002
+    given = text = text.strip()
+    if text.isascii() and text.isdigit():  # a bare number is a port: no one names a host 5002
         text = ":" + text
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -124,7 +124,7 @@ def parse_address(text: str, default_port: int = 5002) -> tuple[str, int]:
     try:
         number = int(port) if port else default_port
     except ValueError:
-        raise ValueError(f"{text!r} is not HOST:PORT") from None
+        raise ValueError(f"{given!r} is not HOST:PORT") from None
     if not 0 <= number <= 65535:
         raise ValueError(f"port {number} is out of range")
     return host, number

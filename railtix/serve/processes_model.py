@@ -55,10 +55,22 @@ def run(service_factory: Callable[[], Service], opts: ServeOptions) -> None:
     try:
         if getattr(prepared.store, "url", None) == ":memory:":
             raise SystemExit(MEMORY_REFUSED)
+        # Claimed as shared for as long as the supervisor runs, so that no server of another
+        # model takes the database while no worker is up (at the start, or after a crash);
+        # refused before any worker when one already has it.
         prepared.store.shared = True
-        prepared.store.claim()  # a server of one process on the database: refused before any worker
+        prepared.store.claim()
+        held = prepared.store.hold_claim()
     finally:
         prepared.stop()
+    try:
+        _supervise(service_factory, opts, workers)
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _supervise(service_factory: Callable[[], Service], opts: ServeOptions, workers: int) -> None:
     listener = listen(opts.tcp_host, opts.tcp_port)
     address = listener.getsockname()[:2]
     supervisor_pid = os.getpid()

@@ -136,13 +136,15 @@ class Service:
     def start(self) -> Service:
         try:
             self.store.claim()  # InUse when another server would break what this one trusts
+            if not self.store.shared:
+                self._keys = keyfilter.load(self.store.all_keys())
+            if isinstance(self.batch, WriterProcess):
+                self.batch.start()
         except Exception:
-            self.store.close()
+            if isinstance(self.batch, WriterProcess):
+                self.batch.stop()
+            self.store.close()  # and with it the claim: a retry is not told the database is in use
             raise
-        if not self.store.shared:
-            self._keys = keyfilter.load(self.store.all_keys())
-        if isinstance(self.batch, WriterProcess):
-            self.batch.start()
         self.writer.start()
         # What exists now (timetable, routes, the key filter, imported modules) lives as long as
         # the server: move it out of the collector's way, so that a full collection under load

@@ -93,7 +93,8 @@ class Tx(Protocol):
 
 
 class InUse(Exception):
-    """Another railtix server serves this database as its only writer."""
+    """This process may not serve the database: another railtix server serves it in a way
+    that excludes this one (or the lock that tells cannot be used)."""
 
 
 class Store(Protocol):
@@ -106,6 +107,10 @@ class Store(Protocol):
         is not ``shared``, else beside other shared servers. Raises InUse when that conflicts
         with a server already there: a server that is not shared keeps what it wrote in memory
         (the kept orders, the key filter) and trusts that nobody else changes it."""
+
+    def hold_claim(self) -> int | None:
+        """A descriptor that keeps the claim after ``close`` until it is closed (None when
+        there is nothing to hold), for a supervisor that serves through its children."""
 
     @property
     def location(self) -> str:

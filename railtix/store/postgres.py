@@ -116,6 +116,9 @@ class PostgresStore:
         """Nothing to claim: a PostgreSQL store is always shared, and every server of it checks
         what it cached against the database."""
 
+    def hold_claim(self) -> int | None:
+        return None
+
     def close(self) -> None:
         with self._all_lock:
             for conn in list(self._all.values()):

@@ -123,24 +123,13 @@ class SqliteStore:
         self._lock_fd = self._claim_fd = None
 
     def claim(self) -> None:
-        """A shared or exclusive ``flock`` on ``DATABASE-serving.lock``, held until close: the
-        kernel drops it when the process ends, however it ends."""
-        if self._scratch is not None or self._claim_fd is not None:  # in memory: nobody else sees it
-            return
-        fd = os.open(self._target + "-serving.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            why = (
-                "a railtix server of one process is serving" if self.shared
-                else "another railtix server is serving"
-            )
-            raise InUse(
-                f"{why} {self._target}: stop it first (a database file has one server, or only "
-                "servers of the processes model)"
-            ) from None
-        self._claim_fd = fd
+        """Hold ``serving_lock`` until close (nothing for ``:memory:``: nobody else sees it)."""
+        if self._scratch is None and self._claim_fd is None:
+            self._claim_fd = serving_lock(self._target, self.shared)
+
+    def hold_claim(self) -> int | None:
+        """A second descriptor of the claim, which keeps it after ``close``; the caller closes it."""
+        return None if self._claim_fd is None else os.dup(self._claim_fd)
 
     # --- timetable -------------------------------------------------------------------------
     def get_timetable(self) -> Timetable | None:
@@ -259,6 +248,31 @@ class SqliteStore:
         if self._lock_fd is None:
             self._lock_fd = os.open(self._target + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
         return self._lock_fd
+
+
+def serving_lock(path: str, shared: bool) -> int:
+    """A shared or exclusive ``flock`` on ``PATH-serving.lock`` (of the file itself, however it
+    is reached), as an open descriptor: held until it is closed, and dropped by the kernel when
+    the process ends, however it ends. Raises InUse when another server holds it the other way,
+    or when the lock file cannot be used."""
+    lock = os.path.realpath(path) + "-serving.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise InUse(f"cannot open {lock}, the lock that keeps two servers off {path}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        who = "a railtix server of another model than processes" if shared else "another railtix server"
+        raise InUse(
+            f"{who} is serving {path}: stop it first (a database file has one server, or only "
+            "servers of the processes model)"
+        ) from None
+    except OSError as e:
+        os.close(fd)
+        raise InUse(f"cannot lock {lock}, the lock that keeps two servers off {path}: {e.strerror or e}") from None
+    return fd
 
 
 def _run_row(conn: sqlite3.Connection, run: str) -> tuple[int, bytes] | None:
