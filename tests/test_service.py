@@ -865,3 +865,17 @@ def test_views_count_seats_as_their_maps_do(make_service: Any, clock: FakeClock,
         for i in range(4):
             for j in range(i + 1, 5):
                 assert seats_left(view, cls, ride_mask(i, j)) == available(occ, ride_mask(i, j)), (cls, i, j)
+
+
+def test_a_run_nobody_bought_on_counts_every_seat_free(make_service: Any, clock: FakeClock) -> None:
+    from railtix.core.rides import seats_left
+    from railtix.core.timetable import ride_mask
+
+    svc = make_service(timetable=tiny_timetable())
+    train = svc.timetable.train_by_number["T1"]
+    view = svc.cache.get(train, clock.date(2))
+    assert view.version == 0 and set(view.free) == set(train.seats)  # counted without the maps
+    for cls, seats in train.seats.items():
+        for i in range(4):
+            for j in range(i + 1, 5):
+                assert seats_left(view, cls, ride_mask(i, j)) == len(seats)

@@ -70,6 +70,8 @@ class SeatLayout:
             seat_at[b] = i
         #: per bit, its seat (-1 for the bits past a row's last seat)
         self.seat_at = seat_at
+        #: the bits of every seat
+        self.all_bits = sum(1 << b for b in self.bit_of)
         coach_of_row = [self.labels[lo].coach for lo in self.row_lo]
         firsts = [r for r in range(self.rows) if r == 0 or coach_of_row[r] != coach_of_row[r - 1]]
         #: per coach, its first row and the row after its last
@@ -125,6 +127,14 @@ class FreeSeats:
         free[layout.bit_index] = 1 - sold[:, :legs]
         packed = np.packbits(free, axis=0, bitorder="little")  # a byte per row and leg
         self.legs: list[int] = [int.from_bytes(packed[:, leg].tobytes(), "little") for leg in range(legs)]
+
+    @classmethod
+    def unsold(cls, layout: SeatLayout, legs: int) -> FreeSeats:
+        """Every seat free on every leg: a run nobody has bought on yet, without a numpy pass."""
+        made = cls.__new__(cls)
+        made.layout = layout
+        made.legs = [layout.all_bits] * legs
+        return made
 
     @classmethod
     def loads(cls, layout: SeatLayout, blob: bytes) -> FreeSeats:

@@ -121,7 +121,11 @@ class RunCache:
     def _load(self, train: Train, date: str) -> RunState:
         run = run_id(train.number, date)
         with self._load_lock:
-            state = build_state(train, date, self._store.run_row(run), [])
+            row = self._store.run_row(run)
+            state = build_state(train, date, row, [])
+            if row is None:  # never sold: most runs a search shows, counted without numpy
+                legs = len(train.stops) - 1
+                state.free = {c: FreeSeats.unsold(self._layouts(train, c), legs) for c in state.maps}
             state.memo = {}  # a read-only view: what readers derive may be remembered
             current = self._runs.get(run)
             if current is None or current.version <= state.version:
