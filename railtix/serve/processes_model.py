@@ -71,6 +71,8 @@ def run(service_factory: Callable[[], Service], opts: ServeOptions) -> None:
 
 
 def _supervise(service_factory: Callable[[], Service], opts: ServeOptions, workers: int) -> None:
+    """Bind, fork the workers and keep them running until told to stop (``run``'s main part,
+    while it holds the claim on the database)."""
     listener = listen(opts.tcp_host, opts.tcp_port)
     address = listener.getsockname()[:2]
     supervisor_pid = os.getpid()
