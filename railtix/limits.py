@@ -81,7 +81,7 @@ writer_batches_in_flight = 3
 
 #: Orders the writer keeps in memory, the last it made, as last committed, while no other
 #: process writes the store: a pay or cancel usually follows its buy within seconds, and reading
-#: the order back and decoding it was about a sixth of a pay's time. About 1 KB each: 16 MB at
+#: the order back and decoding it was about a tenth of a pay's CPU time. About 1 KB each: 16 MB at
 #: most, and a rush of 14,000 orders is paid entirely from memory.
 writer_orders_kept = 16_384
 

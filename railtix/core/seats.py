@@ -101,8 +101,8 @@ def _lowest(bits: int) -> int:
 
 
 class FreeSeats:
-    """The writer's working copy of one class's seat map, shaped for choosing seats: per leg,
-    one int with the bit of every seat free on that leg (``SeatLayout.bit_of``).
+    """One class's seat map shaped for choosing and counting seats: per leg, one int with the
+    bit of every seat free on that leg (``SeatLayout.bit_of``).
 
     Choosing seats is the writer's busiest step. Over uint64 arrays every pass is a numpy
     call of a few microseconds, and seating a group took a dozen of them. Here a ride's free
@@ -129,21 +129,22 @@ class FreeSeats:
         self.legs: list[int] = [int.from_bytes(packed[:, leg].tobytes(), "little") for leg in range(legs)]
 
     @classmethod
-    def unsold(cls, layout: SeatLayout, legs: int) -> FreeSeats:
-        """Every seat free on every leg: a run nobody has bought on yet, without a numpy pass."""
+    def _of(cls, layout: SeatLayout, legs: list[int]) -> FreeSeats:
+        """One made from its legs, without a numpy pass."""
         made = cls.__new__(cls)
-        made.layout = layout
-        made.legs = [layout.all_bits] * legs
+        made.layout, made.legs = layout, legs
         return made
+
+    @classmethod
+    def unsold(cls, layout: SeatLayout, legs: int) -> FreeSeats:
+        """Every seat free on every leg: a run nobody has bought on yet."""
+        return cls._of(layout, [layout.all_bits] * legs)
 
     @classmethod
     def loads(cls, layout: SeatLayout, blob: bytes) -> FreeSeats:
         """The FreeSeats that ``dumps`` wrote."""
-        made = cls.__new__(cls)
-        made.layout = layout
         n = layout.rows
-        made.legs = [int.from_bytes(blob[k : k + n], "little") for k in range(0, len(blob), n)]
-        return made
+        return cls._of(layout, [int.from_bytes(blob[k : k + n], "little") for k in range(0, len(blob), n)])
 
     def dumps(self) -> bytes:
         """The legs as bytes, a row's byte each, for a reader in another process."""
@@ -151,9 +152,7 @@ class FreeSeats:
         return b"".join(leg.to_bytes(n, "little") for leg in self.legs)
 
     def copy(self) -> FreeSeats:
-        made = FreeSeats.__new__(FreeSeats)
-        made.layout, made.legs = self.layout, list(self.legs)
-        return made
+        return FreeSeats._of(self.layout, list(self.legs))
 
     def count(self, start: int, end: int) -> int:
         """Seats free on every leg start..end-1 (``available`` for the ride's mask)."""

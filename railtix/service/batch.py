@@ -230,9 +230,9 @@ class Batch:
             kept.popitem(last=False)
 
     def orders(self, tx: Tx, ids: list[str]) -> dict[str, Order]:
-        """The orders of these ids that exist: those kept from this writer's commits, the
-        rest from the store."""
-        kept = {} if self.store.shared else self.kept
+        """The orders of these ids that exist: those kept from this writer's commits (none
+        while the store is shared), the rest from the store."""
+        kept = self.kept
         found = {i: o for i in ids if (o := kept.get(i)) is not None}
         rest = [i for i in ids if i not in found]
         if rest:
