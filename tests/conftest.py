@@ -191,21 +191,62 @@ class SessionClient:
         return str(self.ok(op="login", user=user, password=password)["token"])
 
 
+class LoopThread:
+    """An event loop running on a thread of its own, as a serving model's loop runs: a Service
+    started on it (``start(loop)``) carries its writer process's batches and replies there."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self.thread.start()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the loop's thread; its result (bounded wait)."""
+        import concurrent.futures
+
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn(*args))
+            except BaseException as e:
+                done.set_exception(e)
+
+        self.loop.call_soon_threadsafe(run)
+        return done.result(wait_max_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(wait_max_s)
+        self.loop.close()
+
+
 @pytest.fixture
 def make_service(tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
     """Factory of started Services on one temporary SQLite file, stopped after the test.
 
     The background sweeper is slowed to once an hour so that only the test's own ``sweep()``
-    expires holds.
+    expires holds. ``loop=True`` starts the service on an event loop of its own thread (see
+    ``LoopThread``), as the asyncio and processes models do; its loop is ``svc.test_loop``.
     """
     started: list[Service] = []
+    loops: list[LoopThread] = []
 
-    def make(database: str | None = None, shared: bool = False, **kwargs: Any) -> Service:
+    def make(database: str | None = None, shared: bool = False, loop: bool = False, **kwargs: Any) -> Service:
         kwargs.setdefault("clock", clock)
         kwargs.setdefault("sweep_interval_s", 3600.0)
         store = open_store(database or str(tmp_path / "railtix.db"))
         store.shared = shared or store.shared  # as the processes model marks its workers' stores
-        svc = Service(store, **kwargs).start()
+        svc = Service(store, **kwargs)
+        if loop:
+            lt = LoopThread()
+            loops.append(lt)
+            lt.call(svc.start, lt.loop)
+            svc.test_loop = lt  # type: ignore[attr-defined]
+        else:
+            svc.start()
         started.append(svc)
         return svc
 
@@ -213,6 +254,8 @@ def make_service(tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
     for svc in started:
         if not svc.stopping:  # a test may have stopped it already (restarts)
             svc.stop()
+    for lt in loops:
+        lt.close()
 
 
 # --- a real server in a subprocess -----------------------------------------------------------

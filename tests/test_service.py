@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import msgspec
 import pytest
 from conftest import FakeClock, SessionClient, tiny_timetable, wait_max_s
 
@@ -51,10 +52,11 @@ def ids(n: int, base: int = 0) -> list[str]:
     return [f"110101199{base + i:09d}" for i in range(n)]
 
 
-@pytest.fixture(params=["thread", "process"])
+@pytest.fixture(params=["thread", "process", "process-on-a-loop"])
 def alice(make_service: Any, request: pytest.FixtureRequest) -> tuple[Any, SessionClient, str]:
-    """A service with alice logged in; every test runs with the writer in a thread and in a process."""
-    svc = make_service(writer_process=request.param == "process")
+    """A service with alice logged in; every test runs with the writer in a thread, in a process
+    fed by a thread, and in a process fed by an event loop (as the asyncio model runs it)."""
+    svc = make_service(writer_process=request.param != "thread", loop=request.param == "process-on-a-loop")
     c = SessionClient(svc)
     return svc, c, c.login("alice")
 
@@ -493,9 +495,10 @@ def test_orders_of_one_batch_are_stored_in_id_order_and_ids_are_not_guessable(al
 
 
 # --- the writer in a process of its own ----------------------------------------------------------
-@pytest.fixture
-def alice_beside_a_writer_process(make_service: Any) -> tuple[Any, SessionClient, str]:
-    svc = make_service(writer_process=True)
+@pytest.fixture(params=["thread", "loop"])
+def alice_beside_a_writer_process(make_service: Any, request: pytest.FixtureRequest) -> tuple[Any, SessionClient, str]:
+    """Alice beside a writer process fed by a thread, and by an event loop."""
+    svc = make_service(writer_process=True, loop=request.param == "loop")
     c = SessionClient(svc)
     return svc, c, c.login("alice")
 
@@ -575,6 +578,60 @@ def test_batches_queued_behind_a_busy_writer_process_are_written_together_and_ea
         order = other.replies(1)[0]["order"]
         assert len(order["tickets"]) == party
     assert left(c, date) == G1_BUSINESS_SEATS - 1 - sum(p for _, p in clients)
+
+
+def test_on_a_loop_batches_and_replies_larger_than_the_pipe_pass_in_pieces(
+    make_service: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an event loop the pipes are non-blocking: a batch the pipe cannot hold at once is
+    written on as the child reads, and replies that arrive in pieces are joined before they are
+    decoded. With 4 KiB pipes, one batch of 20 buys and its replies each span several writes and
+    reads; every buyer gets its own order."""
+    monkeypatch.setattr(limits, "writer_pipe_bytes", 4096)
+    svc = make_service(writer_process=True, loop=True)
+    c = SessionClient(svc)
+    tok = c.login("alice")
+    date = clock.date(2)
+    before, batches = left(c, date), svc.writer.batches
+    buyers = [SessionClient(svc) for _ in range(20)]
+    lines = [
+        msgspec.json.encode({**buy(tok, f"p{n}", date, *ids(1, base=10 * n)), "id": n}) + b"\n" for n in range(20)
+    ]
+    assert sum(map(len, lines)) > 4096
+    # read in one pass of the loop, as from twenty connections at once: one batch
+    svc.test_loop.call(lambda: [b.send_line(line) for b, line in zip(buyers, lines, strict=True)])
+    seats = set()
+    for n, b in enumerate(buyers):
+        (reply,) = b.replies(1)
+        assert reply["id"] == n and reply["ok"], reply
+        (ticket,) = reply["order"]["tickets"]
+        seats.add((ticket["coach"], ticket["seat"]))
+    assert len(seats) == 20
+    assert svc.writer.batches - batches == 1
+    assert left(c, date) == before - 20
+    assert svc.batch._child.receiver is None and not svc.writer._thread.is_alive()  # the loop did it all
+
+
+def test_a_service_on_a_loop_stopped_with_buys_on_their_way_answers_and_keeps_them(
+    make_service: Any, clock: FakeClock, tmp_path: Any
+) -> None:
+    """``stop`` from another thread waits for the loop to write what is queued and in flight."""
+    from railtix.store import open_store
+
+    svc = make_service(writer_process=True, loop=True)
+    c = SessionClient(svc)
+    tok = c.login("alice")
+    date = clock.date(2)
+    buyers = [SessionClient(svc) for _ in range(8)]
+    for n, b in enumerate(buyers):
+        b.send(**buy(tok, f"s{n}", date, *ids(1, base=10 * n)))
+    svc.stop()
+    made = {b.replies(1)[0]["order"]["order"] for b in buyers}
+    store = open_store(str(tmp_path / "railtix.db"))
+    try:
+        assert {o.id for o in store.all_orders()} == made
+    finally:
+        store.close()
 
 
 def test_the_writer_process_publishes_what_it_committed_and_forgets_past_days(

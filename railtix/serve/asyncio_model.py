@@ -2,8 +2,9 @@
 
 Lifecycle in named phases, as uvicorn has them: ``startup`` (open the service, bind), the main
 loop (until SIGINT/SIGTERM), ``shutdown`` (stop accepting, let every accepted request be
-answered, close connections, stop the writer). Commits arrive from the writer thread through
-``call_soon_threadsafe``, once per batch.
+answered, close connections, stop the writer). The loop also carries the batches to the writer
+process and reads its replies (``Service.start(loop)``), so a commit wakes the connections it
+answered directly, once per batch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import cast
@@ -140,10 +142,15 @@ class AsyncioServer:
         self.read_deadline_s = read_deadline_s
         self.connections: set[TcpConnection] = set()
         self.closing = False
+        self.loop_thread = threading.get_ident()  # made on the loop
 
     def wake(self, sessions: list[Session]) -> None:
-        """From the writer thread: these sessions have replies ready (one call per batch)."""
-        self.loop.call_soon_threadsafe(self._flush_sessions, sessions)
+        """These sessions have replies ready (one call per batch): from the loop itself when it
+        reads the writer process's replies, else from the writer thread."""
+        if threading.get_ident() == self.loop_thread:
+            self._flush_sessions(sessions)
+        else:
+            self.loop.call_soon_threadsafe(self._flush_sessions, sessions)
 
     def _flush_sessions(self, sessions: list[Session]) -> None:
         for s in sessions:
@@ -167,7 +174,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     # startup
-    service = service_factory().start()
+    service = service_factory().start(loop)
     deadline = opts.extra.get("read_deadline_s", limits.read_deadline_s)
     assert isinstance(deadline, int | float)
     server = AsyncioServer(service, loop, float(deadline))

@@ -115,7 +115,7 @@ async def serve_worker(
     # startup
     service = service_factory()
     service.store.shared = True  # other workers write the same database
-    service.start()
+    service.start(loop)
     server = AsyncioServer(service, loop, read_deadline_s(opts))
     tcp = await loop.create_server(lambda: TcpConnection(server), sock=listener, backlog=limits.listen_backlog)
     # main loop

@@ -31,11 +31,14 @@ stopped, no new child is started.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import gc
 import logging
 import multiprocessing
+import os
 import signal
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -81,6 +84,10 @@ class _Done(msgspec.Struct, array_like=True):
 
 
 _encoder = msgspec.msgpack.Encoder()
+
+#: How ``Connection.send_bytes`` frames a message under 2 GiB (a batch is about 1 MB at most):
+#: its length, big-endian. The loop writes and reads frames the child's Connection understands.
+_HEADER = struct.Struct("!i")
 
 
 class _Recorder:
@@ -229,6 +236,12 @@ class _Child:
         #: set by the receiver once the child's end of the pipe is gone: nothing more is sent
         self.dead = False
         self.receiver: threading.Thread | None = None
+        #: on an event loop: bytes of batches the pipe had no room for yet, and bytes of
+        #: replies read that do not make a whole reply yet
+        self.unsent = bytearray()
+        self.unread = bytearray()
+        #: on an event loop: set once the end of its replies has been handled
+        self.ended = threading.Event()
 
 
 class WriterProcess:
@@ -243,6 +256,10 @@ class WriterProcess:
     """
 
     def __init__(self, store: Store, hold_s: float, cache: RunCache) -> None:
+        #: the event loop that reads the replies and writes the batches, when there is one,
+        #: and its thread
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._store = store
         self._hold_s = hold_s
         self._cache = cache
@@ -258,13 +275,23 @@ class WriterProcess:
         """The current child process, if any (for tests and operators' tools)."""
         return None if self._child is None else self._child.proc
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start a child; its replies are read by a thread, or by ``loop`` (given from the
+        loop's thread, whose ``send`` calls must then come from that thread too)."""
+        if loop is not None:
+            self._loop = loop
+            self._loop_thread = threading.get_ident()
         child = _Child(self._ctx, self._store.location, self._store.shared, self._hold_s)
-        child.receiver = threading.Thread(
-            target=self._receive, args=(child,), name="railtix-writer-replies", daemon=True
-        )
         self._child = child
-        child.receiver.start()
+        if self._loop is None:
+            child.receiver = threading.Thread(
+                target=self._receive, args=(child,), name="railtix-writer-replies", daemon=True
+            )
+            child.receiver.start()
+        else:
+            os.set_blocking(child.down.fileno(), False)  # our ends only: the child's block
+            os.set_blocking(child.up.fileno(), False)
+            self._loop.add_reader(child.up.fileno(), self._readable, child)
 
     def send(self, cmds: list[Command], now: float, then: Callable[[], None]) -> None:
         """Send a batch to the child; ``then()`` runs once every command has its body."""
@@ -303,13 +330,82 @@ class WriterProcess:
                 if self._child is None:
                     self.start()
         try:
-            child.down.send_bytes(data)
+            if self._loop is None:
+                child.down.send_bytes(data)
+            else:
+                self._write(child, _HEADER.pack(len(data)) + data)
         except Exception:  # closed under us, the child gone, or anything else mid-write: the
             # batch is already among those on their way, so the receiver answers it with the
             # others ("may or may not have been applied") once the child is ended
             if not self._stopped:  # when stopping, the child still answers what it received
                 log.exception("sending a batch to the writer process failed")
                 child.proc.kill()
+
+    # --- on an event loop: the pipes as non-blocking file descriptors ------------------------
+    def _write(self, child: _Child, frame: bytes) -> None:
+        """Write a batch as ``Connection.send_bytes`` frames it, or as much as the pipe takes;
+        the loop writes the rest when the child has read some. Blocking here could stall the
+        loop while the child waits for the loop to read its replies."""
+        if child.unsent:
+            child.unsent += frame
+            return
+        try:
+            n = os.write(child.down.fileno(), frame)
+        except BlockingIOError:
+            n = 0
+        if n < len(frame):
+            child.unsent += frame[n:]
+            assert self._loop is not None
+            self._loop.add_writer(child.down.fileno(), self._writable, child)
+
+    def _writable(self, child: _Child) -> None:
+        fd = child.down.fileno()
+        try:
+            n = os.write(fd, child.unsent)
+        except BlockingIOError:
+            return
+        except OSError:  # the child is gone: its end of replies tells the rest
+            n = len(child.unsent)
+            if not self._stopped:
+                log.exception("sending a batch to the writer process failed")
+                child.proc.kill()
+        del child.unsent[:n]
+        if not child.unsent:
+            assert self._loop is not None
+            self._loop.remove_writer(fd)
+
+    def _readable(self, child: _Child) -> None:
+        """Read what the child has written and handle each whole reply; at the end of its
+        pipe, answer what it held."""
+        try:
+            chunk = os.read(child.up.fileno(), limits.writer_pipe_bytes)
+        except BlockingIOError:
+            return
+        except OSError:
+            log.exception("reading the writer process failed")
+            self._ended(child, broken=True)
+            return
+        if not chunk:
+            self._ended(child, broken=False)
+            return
+        buf = child.unread
+        buf += chunk
+        start = 0
+        while len(buf) - start >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buf, start)
+            if size < 0:  # Connection's header of a message over 2 GiB: never ours
+                self._ended(child, broken=True)
+                return
+            end = start + _HEADER.size + size
+            if len(buf) < end:
+                break
+            with memoryview(buf) as view:
+                body = bytes(view[start + _HEADER.size : end])
+            start = end
+            if not self._received(child, body):
+                self._ended(child, broken=True)
+                return
+        del buf[:start]
 
     @staticmethod
     def _refuse(cmds: list[Command], then: Callable[[], None]) -> None:
@@ -323,31 +419,53 @@ class WriterProcess:
         broken = False
         while True:
             try:
-                done = self._decoder.decode(child.up.recv_bytes())
-            except (EOFError, OSError, msgspec.DecodeError):
+                data = child.up.recv_bytes()
+            except (EOFError, OSError):
                 break
             except Exception:  # a pipe closed under us, say: end this child, answer what it held
                 log.exception("reading the writer process failed")
                 broken = True
                 break
-            with child.lock:
-                sent = child.sent.popleft() if child.sent else None
-                if sent is not None and len(sent.cmds) != len(done.bodies):
-                    child.sent.appendleft(sent)
-                    sent = None
-            if sent is None:
-                log.error("the writer process answered out of step; ending it")
+            if not self._received(child, data):
                 broken = True
                 break
-            for c, body in zip(sent.cmds, done.bodies, strict=True):
-                c.body = body
-            # committed: nothing below may turn the replies into errors
-            try:
-                self._after_commit(sent.cmds, done)
-            except Exception:
-                log.exception("publishing a committed batch failed; readers will reload")
-                self._cache.clear()
-            self._finish(sent)
+        self._ended(child, broken)
+
+    def _received(self, child: _Child, data: bytes) -> bool:
+        """Handle one reply of the child: bodies, published maps, then the batch's ``then``.
+        False when it cannot be the reply of the oldest batch on its way."""
+        try:
+            done = self._decoder.decode(data)
+        except msgspec.DecodeError:
+            log.exception("the writer process sent what is not a reply")
+            return False
+        with child.lock:
+            sent = child.sent.popleft() if child.sent else None
+            if sent is not None and len(sent.cmds) != len(done.bodies):
+                child.sent.appendleft(sent)
+                sent = None
+        if sent is None:
+            log.error("the writer process answered out of step; ending it")
+            return False
+        for c, body in zip(sent.cmds, done.bodies, strict=True):
+            c.body = body
+        # committed: nothing below may turn the replies into errors
+        try:
+            self._after_commit(sent.cmds, done)
+        except Exception:
+            log.exception("publishing a committed batch failed; readers will reload")
+            self._cache.clear()
+        self._finish(sent)
+        return True
+
+    def _ended(self, child: _Child, broken: bool) -> None:
+        """The child's replies have ended: answer the batches it still held, as unknown."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(child.up.fileno())
+            if child.unsent:  # batches that never reached it: among the lost, answered below
+                loop.remove_writer(child.down.fileno())
+        child.unsent.clear()
         with child.lock:
             child.dead = True
             lost = list(child.sent)
@@ -361,6 +479,7 @@ class WriterProcess:
                 for c in sent.cmds:
                     c.body = unknown
                 self._finish(sent)
+        child.ended.set()
 
     @staticmethod
     def _finish(sent: _Sent) -> None:
@@ -390,6 +509,8 @@ class WriterProcess:
         if child.proc.is_alive():
             child.proc.kill()
         child.proc.join(stop_timeout_s)
+        if self._loop is not None:  # called on the loop (by send): read its last replies here
+            self._drain(child)
         child.down.close()
         if child.receiver is not None:
             child.receiver.join(stop_timeout_s)
@@ -404,12 +525,63 @@ class WriterProcess:
             child = self._child
         if child is None:
             return
-        child.down.close()  # EOF: the child writes what it holds, closes its store and exits
+        if self._loop is None:
+            child.down.close()  # EOF: the child writes what it holds, closes its store and exits
+        else:
+            self._on_loop(lambda: self._close_down(child))
         child.proc.join(stop_timeout_s)
         if child.proc.is_alive():
             child.proc.kill()
             child.proc.join(1)
         if child.receiver is not None:
             child.receiver.join(stop_timeout_s)
+        if self._loop is not None and not child.ended.wait(stop_timeout_s if self._loop_runs_elsewhere() else 0):
+            self._on_loop(lambda: self._drain(child))
         child.up.close()
         self._child = None
+
+    # --- on an event loop: stopping ----------------------------------------------------------
+    def _close_down(self, child: _Child) -> None:
+        """Close the pipe to the child, on the loop, which may be watching it for room."""
+        loop = self._loop
+        if child.unsent and loop is not None and not loop.is_closed():
+            loop.remove_writer(child.down.fileno())  # never sent: answered as lost at its end
+        child.unsent.clear()
+        child.down.close()
+
+    def _drain(self, child: _Child) -> None:
+        """Read a child that has exited to the end of its replies (at once: nothing more comes)."""
+        if child.ended.is_set():
+            return
+        os.set_blocking(child.up.fileno(), True)
+        while not child.ended.is_set():
+            self._readable(child)
+
+    def _loop_runs_elsewhere(self) -> bool:
+        loop = self._loop
+        return (
+            loop is not None and loop.is_running() and not loop.is_closed()
+            and threading.get_ident() != self._loop_thread
+        )
+
+    def _on_loop(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the loop's thread and wait for it: what the loop watches is changed
+        only there. At once when called there, or when the loop no longer runs."""
+        loop = self._loop
+        if loop is None or not self._loop_runs_elsewhere():
+            work()
+            return
+        finished = threading.Event()
+
+        def run() -> None:
+            try:
+                work()
+            finally:
+                finished.set()
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # closed meanwhile
+            work()
+            return
+        finished.wait(stop_timeout_s)

@@ -8,6 +8,7 @@ runs in a small bounded pool so that it stalls no connection.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import logging
@@ -133,19 +134,23 @@ class Service:
         return cls(open_store(database), **kwargs)
 
     # --- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> Service:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> Service:
+        """Claim the store and start writing. Given the event loop it is called on, a writer
+        process's batches and replies go through that loop rather than two threads of their
+        own (see writer.py); ``stop`` must then be called from another thread."""
+        loop = loop if isinstance(self.batch, WriterProcess) else None  # a Batch needs its thread
         try:
             self.store.claim()  # InUse when another server would break what this one trusts
             if not self.store.shared:
                 self._keys = keyfilter.load(self.store.all_keys())
             if isinstance(self.batch, WriterProcess):
-                self.batch.start()
+                self.batch.start(loop)
         except Exception:
             if isinstance(self.batch, WriterProcess):
                 self.batch.stop()
             self.store.close()  # and with it the claim: a retry is not told the database is in use
             raise
-        self.writer.start()
+        self.writer.start(loop)
         # What exists now (timetable, routes, the key filter, imported modules) lives as long as
         # the server: move it out of the collector's way, so that a full collection under load
         # walks only what the load made.
