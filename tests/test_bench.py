@@ -226,20 +226,24 @@ def test_compare_reports_a_model_that_does_not_start(tmp_path: Path, monkeypatch
     assert list(scratch.iterdir()) == [], "the failed start left its folders behind"
 
 
-def test_rush_steps_skip_the_pairs_given_up_without_drawing_them() -> None:
+def test_rush_steps_draw_only_among_the_pairs_not_given_up_in_their_old_proportions() -> None:
     plan = Plan("rush", 11)
     given_up: set[tuple[int, str]] = set()
     steps = plan.steps(4, given_up)
     before = [next(steps) for _ in range(200)]
-    assert all(isinstance(s, Buy) for s in before)  # nothing given up yet: nothing skipped
+    assert all(isinstance(s, Buy) for s in before)  # nothing given up yet
+    assert plan.runs[2][0].classes == ("business", "first", "second")
     given_up.update((i, c) for i in range(len(plan.runs)) for c in ("second", "first") if i != 2)
-    after = [next(steps) for _ in range(400)]
-    buys = [s for s in after if s is not None]
-    assert buys and None in after
-    assert all(isinstance(s, Buy) and (s.hot, s.seat_class) not in given_up for s in buys)
-    # skipping draws no passengers, and the ones drawn stay fresh
-    ids = [p[1] for s in before + buys if isinstance(s, Buy) for p in s.passengers]
-    assert len(ids) == len(set(ids))
+    after = [next(steps) for _ in range(3000)]
+    assert all(isinstance(s, Buy) and (s.hot, s.seat_class) not in given_up for s in after)  # none wasted
+    # left: run 2's second (0.85) and first (0.12) class, and every run's business (0.03 each)
+    share = sum(1 for s in after if isinstance(s, Buy) and (s.hot, s.seat_class) == (2, "second")) / len(after)
+    assert abs(share - 0.85 / (0.85 + 0.12 + 8 * 0.03)) < 0.04
+    assert len({s.hot for s in after if isinstance(s, Buy) and s.seat_class == "business"}) == len(plan.runs)
+    ids = [p[1] for s in before + after if isinstance(s, Buy) for p in s.passengers]
+    assert len(ids) == len(set(ids))  # passengers stay fresh
+    given_up.update((i, c) for i in range(len(plan.runs)) for c in ("business", "first", "second"))
+    assert [next(steps) for _ in range(3)] == [None, None, None]  # all given up: the caller stops
 
 
 def test_bench_writer_measures_the_batch_transaction_alone(tmp_path: Path) -> None:
