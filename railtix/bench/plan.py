@@ -256,10 +256,10 @@ class Plan:
         ``exhausted`` is the rush's live set of (run index, class) given up as sold out; it
         only grows. Once it holds any, a buy's run and class are drawn in one go among the
         pairs left, each as likely relative to the others as before: the same buys a draw
-        that threw away the steps on given-up pairs would send, without those draws. At the
-        end of a rush a dozen draws were thrown away for every buy sent, and the generator
-        spent a third of its time there, in the very seconds the rush is measured by. Once
-        every pair is given up the steps are None, so that the caller notices.
+        that threw away the steps on given-up pairs would send, without those draws (at the
+        end of a rush, about a dozen for every buy sent: the generator's own time in the
+        seconds the rush is measured by). Once every pair is given up the steps are None, so
+        that the caller notices.
 
         Draws use ``random()`` and bisection on cumulative weights rather than ``choices`` and
         ``randrange``: a rush encodes a few hundred thousand steps before the clock starts,
