@@ -141,13 +141,19 @@ class SessionClient:
         self.wakes += 1
         self.woken.set()
 
+    def _on_loop(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` where a serving model would call it: on the service's event loop when
+        it was started on one (``make_service(loop=True)``), else here."""
+        loop = getattr(self.service, "test_loop", None)
+        return fn(*args) if loop is None else loop.call(fn, *args)
+
     def send_line(self, line: bytes) -> int:
-        return self.session.receive(line)
+        return int(self._on_loop(self.session.receive, line))
 
     def send(self, **req: Any) -> Any:
         """Send one request (an ``id`` is added when absent); returns the id."""
         req.setdefault("id", next(self._ids))
-        self.session.receive(msgspec.json.encode(req) + b"\n")
+        self.send_line(msgspec.json.encode(req) + b"\n")
         return req["id"]
 
     def replies(self, n: int, timeout: float = wait_max_s) -> list[dict[str, Any]]:
@@ -162,7 +168,7 @@ class SessionClient:
                 if not self.woken.wait(min(left, 0.5)):
                     continue
                 self.woken.clear()
-            out = self.session.output()
+            out = self._on_loop(self.session.output)
             self._pending.extend(msgspec.json.decode(x) for x in out.splitlines())
             assert out or self.session.waiting, f"{n} replies expected, the session has no more"
         got, self._pending = self._pending[:n], self._pending[n:]
@@ -199,12 +205,18 @@ class LoopThread:
         import asyncio
 
         self.loop = asyncio.new_event_loop()
+        #: what the loop's callbacks raised (asyncio would only log it): the test fails on it
+        self.errors: list[dict[str, Any]] = []
+        self.loop.set_exception_handler(lambda loop, context: self.errors.append(context))
         self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
         self.thread.start()
 
     def call(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` on the loop's thread; its result (bounded wait)."""
         import concurrent.futures
+
+        if threading.current_thread() is self.thread:
+            return fn(*args)
 
         done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
@@ -221,6 +233,7 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(wait_max_s)
         self.loop.close()
+        assert not self.errors, f"the event loop's callbacks raised: {self.errors}"
 
 
 @pytest.fixture
@@ -251,11 +264,13 @@ def make_service(tmp_path: Path, clock: FakeClock) -> Iterator[Any]:
         return svc
 
     yield make
-    for svc in started:
-        if not svc.stopping:  # a test may have stopped it already (restarts)
-            svc.stop()
-    for lt in loops:
-        lt.close()
+    try:
+        for svc in started:
+            if not svc.stopping:  # a test may have stopped it already (restarts)
+                svc.stop()
+    finally:
+        for lt in loops:
+            lt.close()
 
 
 # --- a real server in a subprocess -----------------------------------------------------------

@@ -612,6 +612,19 @@ def test_on_a_loop_batches_and_replies_larger_than_the_pipe_pass_in_pieces(
     assert svc.batch._child.receiver is None and not svc.writer._thread.is_alive()  # the loop did it all
 
 
+def test_a_writer_whose_loop_is_closed_refuses_a_command_rather_than_queue_it_for_ever() -> None:
+    import asyncio
+
+    from railtix.service.writer import Writer
+
+    loop = asyncio.new_event_loop()
+    writer = Writer(lambda batch, done: done())
+    writer.start(loop)
+    loop.close()
+    assert writer.submit("a connection", object()) is False
+    assert writer.drain(0)  # nothing was taken in
+
+
 def test_a_service_on_a_loop_stopped_with_buys_on_their_way_answers_and_keeps_them(
     make_service: Any, clock: FakeClock, tmp_path: Any
 ) -> None:
@@ -788,12 +801,15 @@ def test_ids_made_in_one_millisecond_keep_close_to_their_millisecond() -> None:
     assert base <= values[0] and values[-1] < base + (1 << 32) + 1000 * (1 << 24)
 
 
-def test_the_writer_process_ends_on_sigterm_and_none_starts_after_stop(make_service: Any, clock: FakeClock) -> None:
+@pytest.mark.parametrize("on_a_loop", [False, True])
+def test_the_writer_process_ends_on_sigterm_and_none_starts_after_stop(
+    make_service: Any, clock: FakeClock, on_a_loop: bool
+) -> None:
     """Python's multiprocessing ends leftover children with SIGTERM at exit and then waits for
     them: a child that ignored it would hang the exit of a server stopped out of order."""
     from railtix.service.batch import Command
 
-    svc = make_service(writer_process=True)
+    svc = make_service(writer_process=True, loop=on_a_loop)
     c = SessionClient(svc)
     c.login("alice")
     writer = svc.batch
@@ -804,7 +820,8 @@ def test_the_writer_process_ends_on_sigterm_and_none_starts_after_stop(make_serv
     writer.stop()
     late = Command("sweep", source="test")
     answered: list[int] = []
-    writer.send([late], clock(), lambda: answered.append(1))
+    send = writer.send if not on_a_loop else lambda *a: svc.test_loop.call(writer.send, *a)
+    send([late], clock(), lambda: answered.append(1))
     assert answered == [1]
     assert late.body is not None and b"shutting_down" in late.body
     assert writer._proc is None  # nothing was started

@@ -246,7 +246,7 @@ class Plan:
 
     def _open_pairs(self, exhausted: Collection[tuple[int, str]]) -> tuple[list[tuple[int, str]], list[float]]:
         """The pairs not given up, and their cumulative weights."""
-        pairs = [p for p in self._pair_weights if p not in exhausted]
+        pairs = [p for p, w in self._pair_weights.items() if w > 0 and p not in exhausted]
         return pairs, list(accumulate(self._pair_weights[p] for p in pairs))
 
     # --- steps -------------------------------------------------------------------------------

@@ -37,9 +37,11 @@ import gc
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -535,9 +537,14 @@ class WriterProcess:
             child.proc.join(1)
         if child.receiver is not None:
             child.receiver.join(stop_timeout_s)
-        if self._loop is not None and not child.ended.wait(stop_timeout_s if self._loop_runs_elsewhere() else 0):
-            self._on_loop(lambda: self._drain(child))
-        child.up.close()
+        if self._loop is None:
+            child.up.close()
+        else:
+            if not child.ended.wait(stop_timeout_s if self._loop_runs_elsewhere() else 0):
+                self._on_loop(lambda: self._drain(child))
+            # closed on the loop once it watches it no more; a loop stuck past the timeout
+            # keeps the descriptor rather than have it closed under it
+            self._on_loop(lambda: child.ended.is_set() and child.up.close())
         self._child = None
 
     # --- on an event loop: stopping ----------------------------------------------------------
@@ -550,12 +557,20 @@ class WriterProcess:
         child.down.close()
 
     def _drain(self, child: _Child) -> None:
-        """Read a child that has exited to the end of its replies (at once: nothing more comes)."""
-        if child.ended.is_set():
-            return
-        os.set_blocking(child.up.fileno(), True)
+        """Read a child that has exited (or been killed) to the end of its replies. Bounded: a
+        child that somehow outlived its kill must not freeze the loop; what it held then counts
+        as lost."""
+        deadline = time.monotonic() + stop_timeout_s
+        fd = child.up.fileno()
         while not child.ended.is_set():
-            self._readable(child)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("the writer process did not finish its replies; giving them up")
+                self._ended(child, broken=True)
+                return
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                self._readable(child)
 
     def _loop_runs_elsewhere(self) -> bool:
         loop = self._loop
@@ -564,9 +579,10 @@ class WriterProcess:
             and threading.get_ident() != self._loop_thread
         )
 
-    def _on_loop(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on the loop's thread and wait for it: what the loop watches is changed
-        only there. At once when called there, or when the loop no longer runs."""
+    def _on_loop(self, work: Callable[[], object]) -> None:
+        """Run ``work`` on the loop's thread and wait for it (at most ``stop_timeout_s``): what
+        the loop watches is changed only there. At once when called there, or when the loop no
+        longer runs."""
         loop = self._loop
         if loop is None or not self._loop_runs_elsewhere():
             work()
@@ -584,4 +600,5 @@ class WriterProcess:
         except RuntimeError:  # closed meanwhile
             work()
             return
-        finished.wait(stop_timeout_s)
+        if not finished.wait(stop_timeout_s):
+            log.error("the event loop did not run the writer's shutdown step in %g s", stop_timeout_s)

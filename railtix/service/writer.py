@@ -70,18 +70,20 @@ class Writer:
             self._loop = loop
             self._loop_thread = threading.get_ident()
 
-    def _schedule(self) -> None:
-        """Have the loop run ``_pump`` once soon (called with the lock held)."""
+    def _schedule(self) -> bool:
+        """Have the loop run ``_pump`` once soon (called with the lock held); False when the
+        loop is closed and nothing will be written any more."""
         if self._scheduled or self._loop is None:
-            return
-        self._scheduled = True
+            return True
         try:
             if threading.get_ident() == self._loop_thread:
                 self._loop.call_soon(self._pump)
             else:  # a login from the password pool, the sweeper
                 self._loop.call_soon_threadsafe(self._pump)
-        except RuntimeError:  # the loop is closed: nothing will be written any more
-            self._scheduled = False
+        except RuntimeError:
+            return False
+        self._scheduled = True
+        return True
 
     def _pump(self) -> None:
         """On the loop: hand over batches while fewer than ``depth`` are on their way."""
@@ -99,15 +101,15 @@ class Writer:
         with self._lock:
             if self._size >= self._queue_max or self._stopping:
                 return False
+            if self._loop is not None and not self._schedule():
+                return False  # its loop is closed: taken, it would never be written
             q = self._queues.get(source)
             if q is None:
                 q = self._queues[source] = deque()
                 self._ring.append(source)
             q.append(command)
             self._size += 1
-            if self._loop is not None:
-                self._schedule()
-            elif self._size == 1:
+            if self._loop is None and self._size == 1:
                 self._work.notify()
             return True
 
@@ -170,15 +172,19 @@ class Writer:
     def stop(self, timeout: float = limits.shutdown_grace_s) -> None:
         """Finish what is queued, refuse new work, and end the thread. On a loop, this waits
         for the loop to write what is queued: call it from another thread, as the serving
-        models' shutdowns do (``run_in_executor``)."""
+        models' shutdowns do (``run_in_executor``). On the loop itself nothing can be waited
+        for (only a start that failed, with nothing queued, stops there)."""
         with self._lock:
             self._stopping = True
             self._work.notify()
+            pending = self._size + self._busy
         if self._loop is None:
             if self._thread.is_alive():
                 self._thread.join(timeout)
-        elif threading.get_ident() != self._loop_thread:  # on the loop itself nobody would pump
+        elif threading.get_ident() != self._loop_thread:
             self.drain(timeout)
+        elif pending:
+            log.error("the writer was stopped on its own event loop with %d batches and commands unanswered", pending)
 
 
 class _Answer:
