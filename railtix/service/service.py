@@ -90,6 +90,7 @@ class Service:
         self.hold_s = hold_minutes * 60
         self.cache = RunCache(store, self.timetable.train_by_number)
         self._ride = rides.RideMemo(self.timetable, limits.presale_days, limits.ride_memo_max)
+        self._sold_out_bodies: dict[tuple[str, str, str], bytes] = {}
         #: where batches are applied: a thread of this process, or a process of its own
         #: (``remote``), whose work then no longer competes with the event loop for the GIL
         self.batch: Batch | WriterProcess
@@ -396,13 +397,25 @@ class Service:
                 # far more cheaply.
                 stored = self.store.stored_reply(user, req.key) if keys.may_exist(user, req.key) else None
                 if stored is None:
-                    raise no_seats(ride.train.number, ride.date, req.seat_class)
+                    session.reply(with_id(req.id, self._sold_out(ride.train.number, ride.date, req.seat_class)))
+                    return
                 self._replay(session, req, stored)
                 return
         op = req.__struct_config__.tag
         assert op in MUTATIONS
         command = Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=fingerprint(req))
         self._submit(session, command)
+
+    def _sold_out(self, train: str, date: str, seat_class: str) -> bytes:
+        """The gate's refusal body, the same for every ride of a run and class: made once.
+        (At the end of a rush most requests are refused here.)"""
+        key = (train, date, seat_class)
+        body = self._sold_out_bodies.get(key)
+        if body is None:
+            if len(self._sold_out_bodies) >= limits.ride_memo_max:
+                self._sold_out_bodies.clear()
+            body = self._sold_out_bodies[key] = error_body(no_seats(train, date, seat_class))
+        return body
 
     @staticmethod
     def _replay(session: Session, req: m.Buy, stored: tuple[str, bytes]) -> None:
