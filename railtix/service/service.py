@@ -412,8 +412,8 @@ class Service:
         key = (train, date, seat_class)
         body = self._sold_out_bodies.get(key)
         if body is None:
-            if len(self._sold_out_bodies) >= limits.ride_memo_max:
-                self._sold_out_bodies.clear()
+            if len(self._sold_out_bodies) >= limits.ride_memo_max:  # one per run and class: at
+                self._sold_out_bodies.clear()  # most as many as rides remembered, and as cheap
             body = self._sold_out_bodies[key] = error_body(no_seats(train, date, seat_class))
         return body
 
