@@ -242,7 +242,7 @@ class _Child:
         #: replies read that do not make a whole reply yet
         self.unsent = bytearray()
         self.unread = bytearray()
-        #: on an event loop: set once the end of its replies has been handled
+        #: set once the end of its replies has been handled (what a loop's stop waits for)
         self.ended = threading.Event()
 
 
@@ -465,9 +465,7 @@ class WriterProcess:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.remove_reader(child.up.fileno())
-            if child.unsent:  # batches that never reached it: among the lost, answered below
-                loop.remove_writer(child.down.fileno())
-        child.unsent.clear()
+        self._drop_unsent(child)  # batches that never reached it: among the lost, answered below
         with child.lock:
             child.dead = True
             lost = list(child.sent)
@@ -548,12 +546,18 @@ class WriterProcess:
         self._child = None
 
     # --- on an event loop: stopping ----------------------------------------------------------
-    def _close_down(self, child: _Child) -> None:
-        """Close the pipe to the child, on the loop, which may be watching it for room."""
+    def _drop_unsent(self, child: _Child) -> None:
+        """Forget the bytes the pipe had no room for, and stop watching it for room (the loop
+        watches it exactly while there are such bytes)."""
         loop = self._loop
         if child.unsent and loop is not None and not loop.is_closed():
-            loop.remove_writer(child.down.fileno())  # never sent: answered as lost at its end
+            loop.remove_writer(child.down.fileno())
         child.unsent.clear()
+
+    def _close_down(self, child: _Child) -> None:
+        """Close the pipe to the child, on the loop; what never reached the child is answered
+        as lost at the end of its replies."""
+        self._drop_unsent(child)
         child.down.close()
 
     def _drain(self, child: _Child) -> None:
@@ -573,6 +577,7 @@ class WriterProcess:
                 self._readable(child)
 
     def _loop_runs_elsewhere(self) -> bool:
+        """True when the loop runs on another thread: then only it may touch what it watches."""
         loop = self._loop
         return (
             loop is not None and loop.is_running() and not loop.is_closed()
