@@ -19,6 +19,22 @@ def test_no_stored_key_is_ever_called_new(pairs: set[tuple[int, str]]) -> None:
     assert all(f.may_exist(user, key) for user, key in pairs)
 
 
+@given(st.lists(st.tuples(st.integers(-(10**12), 10**12), st.text(max_size=40)), max_size=100))
+def test_a_batch_sets_the_bits_its_keys_probe(pairs: list[tuple[int, str]]) -> None:
+    """``add_many`` computes the positions in numpy; ``may_exist`` probes them in Python. Every
+    position of every key must be set, and nothing else: exactly the bits of the seven probes."""
+    f = KeyFilter(bits=1 << 16)
+    f.add_many(pairs)
+    want = bytearray(len(f._bits))
+    for user, key in pairs:
+        h1, h2 = f._hashes_of(user, key)
+        for i in range(7):
+            p = (h1 + i * h2) & ((1 << 16) - 1)
+            want[p >> 3] |= 1 << (p & 7)
+    assert f._bits == want
+    assert all(f.may_exist(user, key) for user, key in pairs)
+
+
 def test_new_keys_are_almost_all_known_new() -> None:
     f = KeyFilter(bits=1 << 20)
     for i in range(20_000):

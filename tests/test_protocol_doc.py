@@ -136,7 +136,10 @@ def documented_fields(struct: mi.StructType, prefix: str = "") -> list[tuple[str
 
 
 def without_none(t: mi.Type) -> tuple[mi.Type, bool]:
-    """The type without its ``None`` alternative, and whether it had one."""
+    """The type without its ``None`` alternative, and whether it had one (and without the
+    schema-only metadata a type may carry, such as the id number's pattern)."""
+    if isinstance(t, mi.Metadata):
+        t = t.type
     if isinstance(t, mi.UnionType):
         rest = [x for x in t.types if not isinstance(x, mi.NoneType)]
         if len(rest) == 1:

@@ -16,9 +16,17 @@ million: the filter degrades, it is never wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import islice
+
+import numpy as np
 
 from railtix import limits
+
+_M64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+_1, _3, _7 = np.uint64(1), np.uint64(3), np.uint64(7)
 
 
 class KeyFilter:
@@ -27,19 +35,31 @@ class KeyFilter:
         self._mask = bits - 1
         self._hashes = hashes
         self._bits = bytearray(bits // 8)
+        self._array = np.frombuffer(self._bits, dtype=np.uint8)  # the same bytes, for add_many
+        self._steps = np.arange(hashes, dtype=np.uint64)
+        self._mask64 = np.uint64(self._mask)
 
     def _hashes_of(self, user: int, key: str) -> tuple[int, int]:
         # Python's own hash (SipHash, seeded per process): the filter lives and dies with this
         # process, so the seed does not matter, and it is several times cheaper than a hashlib
         # digest. Two 64-bit hashes make the k positions (double hashing).
-        return hash((user, key)) & 0xFFFF_FFFF_FFFF_FFFF, hash((key, user)) | 1
+        return hash((user, key)) & _M64, hash((key, user)) | 1
 
     def add(self, user: int, key: str) -> None:
-        h1, h2 = self._hashes_of(user, key)
-        bits, mask = self._bits, self._mask
-        for i in range(self._hashes):
-            p = (h1 + i * h2) & mask
-            bits[p >> 3] |= 1 << (p & 7)
+        self.add_many(((user, key),))
+
+    def add_many(self, pairs: Sequence[tuple[int, str]]) -> None:
+        """Set the bits of every pair at once: the positions in numpy (uint64 sums wrap, and
+        the mask keeps the low bits, so they are ``may_exist``'s exactly), which is about a
+        quarter of the cost of setting seven bits per key in Python. Every key of a finished
+        batch goes through here before the batch's answers leave."""
+        n = len(pairs)
+        if not n:
+            return
+        h1 = np.fromiter((hash(p) & _M64 for p in pairs), dtype=np.uint64, count=n)
+        h2 = np.fromiter(((hash((k, u)) | 1) & _M64 for u, k in pairs), dtype=np.uint64, count=n)
+        at = ((h1[:, None] + self._steps * h2[:, None]) & self._mask64).ravel()
+        np.bitwise_or.at(self._array, (at >> _3).astype(np.intp), (_1 << (at & _7)).astype(np.uint8))
 
     def may_exist(self, user: int, key: str) -> bool:
         h1, h2 = self._hashes_of(user, key)
@@ -53,8 +73,11 @@ class KeyFilter:
 def load(pairs: Iterable[tuple[int, str]], at_most: int = limits.key_filter_load_max) -> KeyFilter | None:
     """A filter of the stored keys, or None when there are more than ``at_most`` of them."""
     found = KeyFilter()
-    for n, (user, key) in enumerate(pairs):
-        if n >= at_most:
+    it = iter(pairs)
+    seen = 0
+    while chunk := list(islice(it, 50_000)):
+        seen += len(chunk)
+        if seen > at_most:
             return None
-        found.add(user, key)
+        found.add_many(chunk)
     return found

@@ -197,11 +197,13 @@ class Service:
                 self._done_with(pair)
             raise
 
-    def _done_with(self, pair: tuple[int, str]) -> None:
+    def _done_with(self, *pairs: tuple[int, str]) -> None:
         with self._pending_lock:
-            n = self._pending.pop(pair, 0) - 1
-            if n > 0:
-                self._pending[pair] = n
+            pending = self._pending
+            for pair in pairs:
+                n = pending.pop(pair, 0) - 1
+                if n > 0:
+                    pending[pair] = n
 
     def _queue(self, command: Command) -> None:
         """Hand a command to the writer, or refuse: stopping, or the queue is full."""
@@ -267,13 +269,12 @@ class Service:
 
     def _wake(self, commands: list[Command]) -> None:
         """Release the replies (they are committed, or nothing was changed) and wake sessions."""
-        keys = self._keys
+        mine: list[tuple[int, str]] = [(c.user, c.key) for c in commands if c.key is not None and c.session is not None]
+        if self._keys is not None:  # into the filter before they stop being pending
+            self._keys.add_many(mine)
         for c in commands:
             c.ready = True
-            if c.key is not None and c.session is not None:
-                if keys is not None:  # into the filter before it stops being pending
-                    keys.add(c.user, c.key)
-                self._done_with((c.user, c.key))
+        self._done_with(*mine)
         # grouped by the waker itself: the bound methods of one server compare equal, so a
         # batch wakes each serving loop once, however many of its connections it answered
         by_waker: dict[Waker, dict[int, Session]] = {}

@@ -27,7 +27,6 @@ def refusal_for(error: msgspec.DecodeError) -> Refusal:
 
 #: What a pattern in messages.py allows, in words, for the messages people read.
 _PATTERNS = {
-    "^[0-9A-Za-z]+$": "letters and digits only",
     "^[A-Za-z0-9_.@-]+$": "letters, digits and _ . @ - only",
 }
 
@@ -54,6 +53,9 @@ def plain(text: str) -> str:
     if what.startswith("Expected `str` matching regex "):
         pattern = what.split("'")[1] if "'" in what else ""
         return f"{field}: {_PATTERNS.get(pattern, 'characters that are not allowed')}"
+    name, colon, rule = what.partition(": ")
+    if colon and name.isidentifier():  # a Struct's own check (__post_init__) names its field
+        return f"{field}.{name}: {rule}" if field != "the request" else what
     if what.startswith("Invalid enum value"):
         return f"{field} cannot be {what.partition('value ')[2]}"
     if what.startswith("Object contains unknown field"):

@@ -64,12 +64,17 @@ class LineCodec:
                 if len(self._buf) > self._limit:
                     return self._break()
                 return NEED_DATA
-            line = bytes(self._buf[:nl])
-            del self._buf[: nl + 1]
+            buf = self._buf
+            if nl == len(buf) - 1:  # the usual read: one whole line; taken, not copied
+                line, self._buf = buf, bytearray()
+                del line[nl:]
+            else:
+                line = buf[:nl]
+                del buf[: nl + 1]
             self._scan = 0
             if nl > self._limit:
                 return self._break()
-            if not line.strip(b" \t\r"):
+            if line[:1] != b"{" and not line.strip(b" \t\r"):
                 continue  # blank lines are ignored (they answer nothing)
             try:
                 if not line.isascii():  # msgspec checks only the strings it keeps
