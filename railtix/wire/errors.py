@@ -75,7 +75,7 @@ def _a(kind: str) -> str:
     return names.get(kind, kind)
 
 
-def request_id(line: bytes) -> int | str | None:
+def request_id(line: bytes | bytearray) -> int | str | None:
     """The ``id`` of a request that failed to decode, if one can be found, to echo it."""
     try:
         obj = msgspec.json.decode(line)
