@@ -662,12 +662,12 @@ def test_the_writer_process_publishes_what_it_committed_and_forgets_past_days(
 
 
 # --- sold out before the writer --------------------------------------------------------------------
-def sell_out_business(c: SessionClient, tok: str, date: str, keep: int = 0) -> list[str]:
+def sell_out_business(c: SessionClient, tok: str, date: str, keep: int = 0, keys: str = "fill") -> list[str]:
     """Hold every business seat of G1 but ``keep``, in orders of four; returns the order ids."""
     made, sold, n = [], 0, 0
     while sold < G1_BUSINESS_SEATS - keep:
         party = min(4, G1_BUSINESS_SEATS - keep - sold)
-        made.append(c.ok(**buy(tok, f"fill-{n}", date, *ids(party, base=1000 + 10 * n)))["order"]["order"])
+        made.append(c.ok(**buy(tok, f"{keys}-{n}", date, *ids(party, base=1000 + 10 * n)))["order"]["order"])
         sold += party
         n += 1
     return made
@@ -690,6 +690,22 @@ def test_a_sold_out_ride_is_answered_without_the_writer_and_not_remembered(alice
     c.ok(**buy(tok, "refill", date, *ids(3, base=2000)))
     assert left(c, date) == 0
     assert no_id(c.call(**buy(tok, "late", date, *ids(1, base=1)))) == no_id(again)
+
+
+def test_each_run_and_class_is_refused_in_its_own_words(alice: Any, clock: FakeClock) -> None:
+    """The gate's refusal is made once per (train, date, class) and then reused: a run refused
+    after another must not be told the other's date, nor a class the other's class."""
+    svc, c, tok = alice
+    first, second = clock.date(2), clock.date(3)
+    sell_out_business(c, tok, first)
+    sell_out_business(c, tok, second, keys="fill-again")
+    assert svc.writer.drain(wait_max_s)
+    written = svc.writer.commands
+    for date in (first, second, first):
+        refused = c.error("sold_out", **buy(tok, f"late-{date}", date, *ids(1, base=1)))
+        assert refused["error"]["message"] == f"not enough business seats on G1 {date} for this ride"
+    assert svc.writer.commands == written  # all three answered before the writer
+    assert c.ok(**{**buy(tok, "first-class", first, *ids(1, base=5)), "class": "first"})["order"]["status"] == "held"
 
 
 def test_without_the_key_filter_a_sold_out_ride_is_answered_by_the_writer(alice: Any, clock: FakeClock) -> None:
