@@ -88,6 +88,12 @@ def test_rush_report_has_the_keys_scripts_read(rush: dict[str, Any]) -> None:
     # every confirmed purchase was checked against the database
     assert doc["audit"]["checked"]["confirmed_replies"] == doc["confirmed"] + doc["generator"]["key_inconsistent"]
     assert len(doc["timeline"]["requests"]) >= 1
+    # the server runs here: the report counts its serving process and its writer process
+    cpu = {r["name"]: r for r in doc["server_cpu"]}
+    assert {"railtix serve", "railtix-writer"} <= set(cpu), doc["server_cpu"]
+    assert all(r["cpu_s"] > 0 and r["us_per_request"] > 0 for r in cpu.values())
+    line = next(x for x in result.output.splitlines() if x.startswith("CPU per request: "))
+    assert "railtix serve" in line and "railtix-writer" in line and "load generator" in line
     assert (rush["folder"] / "rush.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -198,6 +198,13 @@ def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
             "cpu_busy": [round(c / elapsed, 3) for c in m["cpu_s"]],
             "cpu_us_per_reply": round(sum(m["cpu_s"]) * 1e6 / replies, 1) if replies else None,
         },
+        #: the server's processes, when it runs on this machine (bench/cpu.py): CPU seconds
+        #: over the run, per request, and as a share of one core over the elapsed time
+        "server_cpu": [
+            {**r, "us_per_request": round(r["cpu_s"] * 1e6 / replies, 1) if replies else None,
+             "busy": round(r["cpu_s"] / elapsed, 3)}
+            for r in meta.get("server_cpu", ())
+        ],
         "machine": machine(),
     }
     if closed and m["hist_corrected"]:
@@ -299,11 +306,21 @@ def headline(doc: dict[str, Any]) -> list[str]:
             f"generator: {g['unanswered']} unanswered, {g['lost_in_flight']} lost with their connection, "
             f"{g['protocol_errors']} protocol errors, connect failures {g['connect_failed'] or 0}"
         )
+    cpu = [r for r in doc.get("server_cpu", ()) if r["us_per_request"] is not None]
+    if cpu and g.get("cpu_us_per_reply") is not None:
+        lines.append(
+            "CPU per request: "
+            + ", ".join(f"{r['name']} {r['us_per_request']:.0f} µs ({r['busy']:.0%} busy)" for r in cpu)
+            + f", load generator {g['cpu_us_per_reply']:.0f} µs ({sum(g['cpu_busy']):.0%} busy)"
+        )
     c = doc.get("ceiling")
     if c:
+        null_us = sum(r["us_per_request"] or 0 for r in c.get("server_cpu", ()))
         lines.append(
             f"ceiling (null server, same load): {_n(c['requests_per_s'])} requests/s; "
             f"railtix reached {c['fraction']:.1%} of it"
+            + (f" (there the null server used {null_us:.0f} µs of CPU per request, the load generator "
+               f"{c['generator_cpu_us_per_reply']:.0f})" if null_us and c.get("generator_cpu_us_per_reply") else "")
         )
     a = doc.get("audit") or {}
     if a.get("skipped"):

@@ -16,6 +16,7 @@ from typing import Any
 
 from railtix.bench import limits, report
 from railtix.bench.audit import Evidence, audit
+from railtix.bench.cpu import Meter
 from railtix.bench.load import LoadSpec, run_load
 from railtix.bench.plan import Plan
 from railtix.bench.servers import (
@@ -118,11 +119,16 @@ def run_once(
         dates=Plan.dates(today(time.time())), pipeline=o.pipeline, duration_s=o.duration_s,
         rate=resolve_rate(o), processes=o.processes, runs=o.runs, drain_s=o.drain_s,
     )
+    # the server's CPU from here on: after setup (password hashing is not the rush's), and
+    # while the generator prepares its requests the server does nothing
+    meter = Meter.for_port(port) if is_local(host) else None
+    before = meter.read() if meter is not None else {}
     try:
         results = run_load(spec, _progress_printer(o, live) if live is not None else None)
     finally:
         if slow is not None:
             slow.close()
+    server_cpu = meter.since(before) if meter is not None else []
     merged = report.merge(results)
     if not merged["clients"]:
         why = ", ".join(f"{k} x{v}" for k, v in merged["connect_failed"].items()) or "no connection"
@@ -140,6 +146,7 @@ def run_once(
         "rate": spec.rate,
         "slow_client": o.slow_client,
         "runs": [f"{tr.number}@{spec.dates[day]}" for tr, day in plan.runs],
+        "server_cpu": server_cpu,
     }
     return merged, meta, users
 
@@ -211,6 +218,8 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
                 "latency_ms": ceiling_doc["latency_ms"],
                 "timeline": ceiling_doc["timeline"]["requests"],
                 "clients_connected": ceiling_doc["clients_connected"],
+                "server_cpu": ceiling_doc["server_cpu"],
+                "generator_cpu_us_per_reply": ceiling_doc["generator"]["cpu_us_per_reply"],
             }
         doc = _finish(o, doc, say)
         a = doc["audit"]
