@@ -114,7 +114,8 @@ class TcpConnection(asyncio.Protocol):
         if (s.close_after_output or self.eof) and not s.slots and not s.backlog:
             self.close(t)
             return
-        self._reading()
+        if self.reading_paused or self.writes_paused or s.full:  # else reading goes on as it is
+            self._reading()
 
     def close(self, t: asyncio.Transport) -> None:
         """Close after the replies have left; a client that never reads them is cut off."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from railtix import limits
 from railtix.core.errors import Refusal
-from railtix.wire.tcp import BadRequest, BrokenFraming, LineCodec, NeedData, encode_error, with_id
+from railtix.wire.tcp import NEED_DATA, BadRequest, BrokenFraming, LineCodec, encode_error, with_id
 
 if TYPE_CHECKING:
     from railtix.service.batch import Command
@@ -49,17 +49,24 @@ class Session:
         replies in one call.) The serving model stops reading while the session is ``full`` and,
         after writing ``output()``, calls ``receive(b"")`` to take the lines held back.
         """
-        self.codec.receive_data(data)
+        codec, slots = self.codec, self.slots
+        codec.receive_data(data)
         lines = 0
-        while not self.close_after_output and not self.full:
-            event = self.codec.next_event()
-            if isinstance(event, NeedData):
+        # ``full``, spelt out: this loop runs once per request
+        while (
+            not self.close_after_output
+            and len(slots) < limits.in_flight_per_connection_max
+            and self._ready < limits.write_buffer_high
+        ):
+            event = codec.next_event()
+            if event is NEED_DATA:
                 break
             lines += 1
-            if isinstance(event, BrokenFraming):
-                self.fail(event.refusal)
-            elif isinstance(event, BadRequest):
-                self.reply(encode_error(event.id, event.refusal))
+            kind = type(event)
+            if kind is BrokenFraming:
+                self.fail(event.refusal)  # type: ignore[union-attr]
+            elif kind is BadRequest:
+                self.reply(encode_error(event.id, event.refusal))  # type: ignore[union-attr]
             else:
                 self.service.dispatch(self, event)
         return lines

@@ -58,6 +58,8 @@ class LineCodec:
 
     def next_event(self) -> Event:
         while not self.broken:
+            if not self._buf:  # everything read has been taken (the usual end of a read)
+                return NEED_DATA
             nl = self._buf.find(b"\n", self._scan)
             if nl < 0:
                 self._scan = len(self._buf)
@@ -96,7 +98,7 @@ class LineCodec:
     @property
     def has_line(self) -> bool:
         """Whether a complete line is buffered (not yet taken by ``next_event``)."""
-        return not self.broken and self._buf.find(b"\n") >= 0
+        return bool(self._buf) and not self.broken and self._buf.find(b"\n") >= 0
 
     @property
     def buffered(self) -> int:
