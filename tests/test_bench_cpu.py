@@ -14,16 +14,22 @@ from railtix.bench import cpu
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
 
-#: a "server": listens on port 0, says where, and starts a child that burns CPU when told to
+#: a "server": listens on port 0, says where, and starts a child that burns CPU in a thread of
+#: its own when told to (threads end, as the threads model's connections do: their CPU counts)
 SERVER = r"""
 import os, socket, sys, time
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
 r, w = os.pipe()
 if os.fork() == 0:
+    import threading
     os.read(r, 1)
-    end = time.process_time() + 0.3
-    while time.process_time() < end:
-        pass
+    def burn():
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+    t = threading.Thread(target=burn)  # a thread that has ended by the time it is counted
+    t.start()
+    t.join()
     time.sleep(60)
 print(s.getsockname()[1], flush=True)
 sys.stdin.read(1)
@@ -51,7 +57,7 @@ def test_a_server_s_processes_are_found_by_port_and_each_one_s_cpu_counted() -> 
                 break
             time.sleep(0.05)
         child = next(p for p in cpu.tree(meter.roots) if p != proc.pid)
-        assert used.get(child, 0) >= 0.29, used  # the child's burn, counted whole
+        assert used.get(child, 0) >= 0.29, used  # the child's burn, counted whole, its thread gone
         assert used.get(proc.pid, 0) < 0.1, used  # and not the idle parent's
     finally:
         for p in cpu.tree([proc.pid])[::-1]:

@@ -394,7 +394,7 @@ def test_bad_lines_answered_in_order_between_good_ones(unstarted: tuple[Service,
         *(({"op": "buy", "token": "t", "key": "k", "train": "G1", "date": "d", "from": "a", "to": "b",
             "class": "second", "passengers": [{"name": "x", "id_no": "1234"}, {"name": "y", "id_no": bad}]},
            "invalid_field", "passengers[1].id_no: letters and digits only")
-          for bad in ("1234-5678", "１２３４５６", "12 345", "abécd")),
+          for bad in ("1234-5678", "１２３４５６", "12 345", "abécd", "1234\n")),
     ],
 )
 def test_bad_fields_are_named_in_plain_words(request_: dict[str, Any], code: str, message: str) -> None:

@@ -16,6 +16,7 @@ million: the filter degrades, it is never wrong.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from itertools import islice
 
@@ -24,8 +25,6 @@ import numpy as np
 from railtix import limits
 
 _M64 = 0xFFFF_FFFF_FFFF_FFFF
-
-
 _1, _3, _7 = np.uint64(1), np.uint64(3), np.uint64(7)
 
 
@@ -38,6 +37,7 @@ class KeyFilter:
         self._array = np.frombuffer(self._bits, dtype=np.uint8)  # the same bytes, for add_many
         self._steps = np.arange(hashes, dtype=np.uint64)
         self._mask64 = np.uint64(self._mask)
+        self._lock = threading.Lock()
 
     def _hashes_of(self, user: int, key: str) -> tuple[int, int]:
         # Python's own hash (SipHash, seeded per process): the filter lives and dies with this
@@ -59,7 +59,8 @@ class KeyFilter:
         h1 = np.fromiter((hash(p) & _M64 for p in pairs), dtype=np.uint64, count=n)
         h2 = np.fromiter(((hash((k, u)) | 1) & _M64 for u, k in pairs), dtype=np.uint64, count=n)
         at = ((h1[:, None] + self._steps * h2[:, None]) & self._mask64).ravel()
-        np.bitwise_or.at(self._array, (at >> _3).astype(np.intp), (_1 << (at & _7)).astype(np.uint8))
+        with self._lock:  # batches answered on two threads at once must not lose each other's bits
+            np.bitwise_or.at(self._array, (at >> _3).astype(np.intp), (_1 << (at & _7)).astype(np.uint8))
 
     def may_exist(self, user: int, key: str) -> bool:
         h1, h2 = self._hashes_of(user, key)
@@ -69,6 +70,7 @@ class KeyFilter:
             if not bits[p >> 3] & (1 << (p & 7)):
                 return False
         return True
+
 
 def load(pairs: Iterable[tuple[int, str]], at_most: int = limits.key_filter_load_max) -> KeyFilter | None:
     """A filter of the stored keys, or None when there are more than ``at_most`` of them."""
