@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from railtix.core.errors import Refusal
 from railtix.core.inventory import RunState, run_id
@@ -64,14 +64,15 @@ class Ride:
     start: int
     end: int
     departs: float  #: epoch seconds of departure from the boarding station
+    #: the legs it rides, as a seat map's bits; made once (a rush's gate asks for it per buy)
+    mask: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", ride_mask(self.start, self.end))
 
     @property
     def run(self) -> str:
         return run_id(self.train.number, self.date)
-
-    @property
-    def mask(self) -> int:
-        return ride_mask(self.start, self.end)
 
 
 def ride(

@@ -63,7 +63,7 @@ class KeyFilter:
             np.bitwise_or.at(self._array, (at >> _3).astype(np.intp), (_1 << (at & _7)).astype(np.uint8))
 
     def may_exist(self, user: int, key: str) -> bool:
-        h1, h2 = self._hashes_of(user, key)
+        h1, h2 = hash((user, key)) & _M64, hash((key, user)) | 1  # _hashes_of, inline: once per refusal
         bits, mask = self._bits, self._mask
         for i in range(self._hashes):  # a new key usually fails on the first probe or two
             p = (h1 + i * h2) & mask

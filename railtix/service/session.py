@@ -69,6 +69,8 @@ class Session:
                 self.reply(encode_error(event.id, event.refusal))  # type: ignore[union-attr]
             else:
                 self.service.dispatch(self, event)
+            if not codec.buffered:  # the read was whole lines, all taken: no need to ask again
+                break
         return lines
 
     @property
