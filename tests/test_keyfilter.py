@@ -27,7 +27,7 @@ def test_a_batch_sets_the_bits_its_keys_probe(pairs: list[tuple[int, str]]) -> N
     f.add_many(pairs)
     want = bytearray(len(f._bits))
     for user, key in pairs:
-        h1, h2 = f._hashes_of(user, key)
+        h1, h2 = hash((user, key)) & (2**64 - 1), hash((key, user)) | 1  # double hashing
         for i in range(7):
             p = (h1 + i * h2) & ((1 << 16) - 1)
             want[p >> 3] |= 1 << (p & 7)

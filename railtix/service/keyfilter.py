@@ -27,6 +27,10 @@ from railtix import limits
 _M64 = 0xFFFF_FFFF_FFFF_FFFF
 _1, _3, _7 = np.uint64(1), np.uint64(3), np.uint64(7)
 
+#: Stored keys loaded per ``add_many`` at start: their positions are 7 uint64s each, so a chunk
+#: holds about 3 MB of arrays at once however many keys the store has.
+_load_chunk = 50_000
+
 
 class KeyFilter:
     def __init__(self, bits: int = limits.key_filter_bits, hashes: int = limits.key_filter_hashes) -> None:
@@ -38,12 +42,6 @@ class KeyFilter:
         self._steps = np.arange(hashes, dtype=np.uint64)
         self._mask64 = np.uint64(self._mask)
         self._lock = threading.Lock()
-
-    def _hashes_of(self, user: int, key: str) -> tuple[int, int]:
-        # Python's own hash (SipHash, seeded per process): the filter lives and dies with this
-        # process, so the seed does not matter, and it is several times cheaper than a hashlib
-        # digest. Two 64-bit hashes make the k positions (double hashing).
-        return hash((user, key)) & _M64, hash((key, user)) | 1
 
     def add(self, user: int, key: str) -> None:
         self.add_many(((user, key),))
@@ -63,7 +61,11 @@ class KeyFilter:
             np.bitwise_or.at(self._array, (at >> _3).astype(np.intp), (_1 << (at & _7)).astype(np.uint8))
 
     def may_exist(self, user: int, key: str) -> bool:
-        h1, h2 = hash((user, key)) & _M64, hash((key, user)) | 1  # _hashes_of, inline: once per refusal
+        # Python's own hash (SipHash, seeded per process): the filter lives and dies with this
+        # process, so the seed does not matter, and it is several times cheaper than a hashlib
+        # digest. Two 64-bit hashes make the k positions (double hashing); add_many makes the
+        # same ones.
+        h1, h2 = hash((user, key)) & _M64, hash((key, user)) | 1
         bits, mask = self._bits, self._mask
         for i in range(self._hashes):  # a new key usually fails on the first probe or two
             p = (h1 + i * h2) & mask
@@ -77,7 +79,7 @@ def load(pairs: Iterable[tuple[int, str]], at_most: int = limits.key_filter_load
     found = KeyFilter()
     it = iter(pairs)
     seen = 0
-    while chunk := list(islice(it, 50_000)):
+    while chunk := list(islice(it, _load_chunk)):
         seen += len(chunk)
         if seen > at_most:
             return None
