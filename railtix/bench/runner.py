@@ -123,6 +123,8 @@ def run_once(
     # while the generator prepares its requests the server does nothing
     meter = Meter.for_port(port) if is_local(host) else None
     before = meter.read() if meter is not None else {}
+    if live is not None:  # connecting and encoding ahead take a few seconds before the clock starts
+        live(f"{o.scenario}  connecting {o.clients:,} clients and encoding their first requests …")
     try:
         results = run_load(spec, _progress_printer(o, live) if live is not None else None)
     finally:
