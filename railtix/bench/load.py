@@ -72,6 +72,12 @@ _CODE = b'"code":"'
 Progress = Callable[[dict[str, float]], None]
 
 
+def _prefix(rid: int) -> bytes:
+    """How the reply to request ``rid`` starts (replies echo the id first): made when the
+    request is encoded, mostly before the clock starts, rather than for every reply."""
+    return b'{"id":%d,' % rid
+
+
 @dataclass
 class LoadSpec:
     """Everything a load process needs; pickled to each worker."""
@@ -170,9 +176,9 @@ class Client(asyncio.Protocol):
         self.tokenb = token.encode()
         # steps drawn during the run skip the (run, class) pairs the rush has given up
         self.steps = engine.plan.steps(index, engine.board.exhausted if engine.board is not None else ())
-        self.prepared: deque[tuple[int, bytes, Any, int]] = deque()
-        self.follow: deque[tuple[int, bytes, Any, int]] = deque()
-        self.inflight: deque[tuple[int, int, Any, int]] = deque()
+        self.prepared: deque[tuple[int, bytes, Any, bytes]] = deque()
+        self.follow: deque[tuple[int, bytes, Any, bytes]] = deque()
+        self.inflight: deque[tuple[int, int, Any, bytes]] = deque()
         self.tickets: deque[int] = deque()
         self.rest = b""
         self.transport: asyncio.Transport | None = None
@@ -181,11 +187,11 @@ class Client(asyncio.Protocol):
         self.first: dict[int, bytes | str] = {}  #: buy seq -> its order id or error code
 
     # --- the plan ---------------------------------------------------------------------------
-    def encode(self, step: Search | Buy) -> tuple[int, bytes, Any, int]:
+    def encode(self, step: Search | Buy) -> tuple[int, bytes, Any, bytes]:
         if type(step) is Search:
-            return K_SEARCH, encode_search(step, self.e.dates), step, step.seq * 4
+            return K_SEARCH, encode_search(step, self.e.dates), step, _prefix(step.seq * 4)
         assert isinstance(step, Buy)
-        return K_BUY, encode_buy(step, self.token, self.e.dates), step, step.seq * 4
+        return K_BUY, encode_buy(step, self.token, self.e.dates), step, _prefix(step.seq * 4)
 
     def prepare(self, n: int) -> None:
         steps, prepared = self.steps, self.prepared
@@ -194,7 +200,7 @@ class Client(asyncio.Protocol):
             assert step is not None, "nothing is given up before the clock starts"
             prepared.append(self.encode(step))
 
-    def next_request(self) -> tuple[int, bytes, Any, int] | None:
+    def next_request(self) -> tuple[int, bytes, Any, bytes] | None:
         e = self.e
         if e.stopping:
             return None
@@ -207,7 +213,10 @@ class Client(asyncio.Protocol):
             if self.prepared:
                 r = self.prepared.popleft()
                 step = r[2]
-                skip = r[0] == K_BUY and board is not None and (step.hot, step.seat_class) in board.exhausted
+                skip = (
+                    r[0] == K_BUY and board is not None and bool(board.exhausted)
+                    and (step.hot, step.seat_class) in board.exhausted
+                )
             else:
                 drawn = next(self.steps)  # None: a step on a pair given up, not even drawn whole
                 skip = drawn is None
@@ -223,7 +232,7 @@ class Client(asyncio.Protocol):
                 continue
             if r[0] == K_BUY and step.again:
                 self.follow.appendleft(
-                    (K_AGAIN, encode_buy(step, self.token, e.dates, ROLE_AGAIN), step, step.seq * 4 + ROLE_AGAIN)
+                    (K_AGAIN, encode_buy(step, self.token, e.dates, ROLE_AGAIN), step, _prefix(step.seq * 4 + ROLE_AGAIN))
                 )
             return r
 
@@ -243,8 +252,8 @@ class Client(asyncio.Protocol):
                 if r is None:
                     tickets.clear()
                     break
-                kind, data, ctx, rid = r
-                inflight.append((tickets.popleft(), kind, ctx, rid))
+                kind, data, ctx, prefix = r
+                inflight.append((tickets.popleft(), kind, ctx, prefix))
                 if kind >= K_PAY:
                     pending[ctx[1]] = kind
                 out.append(data)
@@ -254,8 +263,8 @@ class Client(asyncio.Protocol):
                 r = self.next_request()
                 if r is None:
                     break
-                kind, data, ctx, rid = r
-                inflight.append((now, kind, ctx, rid))
+                kind, data, ctx, prefix = r
+                inflight.append((now, kind, ctx, prefix))
                 if kind >= K_PAY:
                     pending[ctx[1]] = kind
                 out.append(data)
@@ -304,12 +313,11 @@ class Client(asyncio.Protocol):
         e = self.e
         rec = e.rec
         try:
-            t0, kind, ctx, rid = self.inflight.popleft()
+            t0, kind, ctx, prefix = self.inflight.popleft()
         except IndexError:
             e.protocol_errors += 1
             return
-        prefix = b'{"id":%d,' % rid
-        tick = e.tick(now)
+        tick = (now - e.t0) // e.tick_ns  # e.tick(now), without the call: once per reply
         if not line.startswith(prefix):
             # A refusal of the whole connection (busy, timeout, shutting_down) carries no id of
             # ours: count it by its code. Anything else is a reply out of order.
@@ -362,12 +370,12 @@ class Client(asyncio.Protocol):
             if then == "pay" or then == "refund":
                 self.follow.append(
                     (K_PAY, encode_followup(b"pay", step.seq * 4 + ROLE_PAY, self.tokenb, step.key.encode(), oid),
-                     (step, oid), step.seq * 4 + ROLE_PAY)
+                     (step, oid), _prefix(step.seq * 4 + ROLE_PAY))
                 )
             elif then == "cancel":
                 self.follow.append(
                     (K_CANCEL, encode_followup(b"cancel", step.seq * 4 + ROLE_PAY, self.tokenb, step.key.encode(), oid),
-                     (step, oid), step.seq * 4 + ROLE_PAY)
+                     (step, oid), _prefix(step.seq * 4 + ROLE_PAY))
                 )
         elif kind == K_AGAIN:
             first = self.first.pop(ctx.seq, None)
@@ -384,7 +392,7 @@ class Client(asyncio.Protocol):
             if kind == K_PAY and step.then == "refund":
                 self.follow.append(
                     (K_REFUND, encode_followup(b"refund", step.seq * 4 + ROLE_REFUND, self.tokenb, step.key.encode(), oid),
-                     (step, oid), step.seq * 4 + ROLE_REFUND)
+                     (step, oid), _prefix(step.seq * 4 + ROLE_REFUND))
                 )
 
 
