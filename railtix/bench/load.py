@@ -439,7 +439,8 @@ class Engine:
         self.all_finished: asyncio.Event | None = None
 
     def tick(self, now: int) -> int:
-        """The timeline bucket of a moment (``limits.tick_s`` wide)."""
+        """The timeline bucket of a moment (``limits.tick_s`` wide). ``Client.reply`` computes
+        the same inline, once per reply: change both together."""
         return (now - self.t0) // self.tick_ns
 
     def client_finished(self) -> None:
