@@ -192,6 +192,27 @@ def test_parse_target() -> None:
     assert parse_target("localhost:7") == ("localhost", 7)
     with pytest.raises(ValueError):
         parse_target("tcp://nohost")
+    with pytest.raises(ValueError, match="tcp://HOST:PORT"):
+        parse_target("http://127.0.0.1:5002")  # not taken as the host "http"
+
+
+def test_bench_options_that_cannot_work_are_refused_plainly(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from railtix.bench.cli import bench
+
+    quiet = ["--json", "-", "--plot", "-", "--quiet", "--clients", "2", "--duration", "1"]
+    # --serve starts a server of its own: a --target beside it is refused, even the default one
+    r = CliRunner().invoke(bench, ["rush", "--serve", "--target", "tcp://127.0.0.1:5002", *quiet])
+    assert r.exit_code == 2 and "--target and --database do not go with it" in r.output, r.output
+    # nothing listening: said as such, with what to do, not as a Python error
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = CliRunner().invoke(bench, ["rush", "--target", f"tcp://127.0.0.1:{port}", *quiet])
+    assert r.exit_code == 2, r.output
+    assert f"nothing listens at 127.0.0.1:{port}" in r.output and "--serve" in r.output, r.output
 
 
 def test_compare_configurations() -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from railtix.bench import limits
 from railtix.bench.plan import SCENARIOS
@@ -91,7 +92,8 @@ def _check(kw: dict[str, Any]) -> None:
         if kw.get(name) is not None and not math.isfinite(kw[name]):
             raise click.BadParameter("must be a finite number", param_hint="--" + name.removesuffix("_s"))
     if kw["serve"]:
-        if kw["target"] != DEFAULT_TARGET or kw["database"]:
+        given = click.get_current_context().get_parameter_source("target") is not ParameterSource.DEFAULT
+        if given or kw["database"]:
             raise click.UsageError("--serve benches a server of its own on a temporary database; "
                                    "--target and --database do not go with it")
     elif kw["model"]:

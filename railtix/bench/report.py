@@ -320,7 +320,7 @@ def headline(doc: dict[str, Any]) -> list[str]:
             f"ceiling (null server, same load): {_n(c['requests_per_s'])} requests/s; "
             f"railtix reached {c['fraction']:.1%} of it"
             + (f" (there the null server used {null_us:.0f} µs of CPU per request, the load generator "
-               f"{c['generator_cpu_us_per_reply']:.0f})" if null_us and c.get("generator_cpu_us_per_reply") else "")
+               f"{c['generator_cpu_us_per_reply']:.0f} µs)" if null_us and c.get("generator_cpu_us_per_reply") else "")
         )
     a = doc.get("audit") or {}
     if a.get("skipped"):

@@ -242,7 +242,7 @@ def _run_null(o: Options, seed: int, say: Say) -> dict[str, Any]:
         with _Live(o.quiet) as live:
             merged, meta, _ = run_once(replace(o, slow_client=False), null.host, null.port, seed, "null server", live, say)
         doc = report.document(meta, merged)
-        say(f"ceiling: {doc['requests_per_s']:,.0f} replies/s from {doc['clients_connected']:,} connections")
+        say(f"ceiling: {doc['requests_per_s']:,.0f} requests/s from {doc['clients_connected']:,} connections")
         return doc
     finally:
         null.cleanup()

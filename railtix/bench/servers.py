@@ -149,6 +149,9 @@ def start_null(workers: int = 1) -> Spawned:
 
 def parse_target(target: str) -> tuple[str, int]:
     """``tcp://HOST:PORT`` (or ``HOST:PORT``) as (host, port)."""
+    scheme, sep, _ = target.partition("://")
+    if sep and scheme != "tcp":
+        raise ValueError(f"{target!r}: the bench speaks railtix's TCP protocol; give tcp://HOST:PORT")
     text = target.removeprefix("tcp://")
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,5 +130,12 @@ def prepare(host: str, port: int, users: Sequence[str], password: str, trains: S
 
     try:
         return asyncio.run(bounded())
+    except ConnectionRefusedError as e:
+        raise SetupFailed(
+            f"nothing listens at {host}:{port}: start a server there (make run) or let the bench start "
+            "its own (--serve)"
+        ) from e
+    except socket.gaierror as e:
+        raise SetupFailed(f"no host {host!r} is known here ({e.strerror}); check --target") from e
     except (TimeoutError, OSError) as e:
         raise SetupFailed(f"setup against {host}:{port} failed: {type(e).__name__}: {e}") from e
