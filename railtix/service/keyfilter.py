@@ -43,9 +43,6 @@ class KeyFilter:
         self._mask64 = np.uint64(self._mask)
         self._lock = threading.Lock()
 
-    def add(self, user: int, key: str) -> None:
-        self.add_many(((user, key),))
-
     def add_many(self, pairs: Sequence[tuple[int, str]]) -> None:
         """Set the bits of every pair at once: the positions in numpy (uint64 sums wrap, and
         the mask keeps the low bits, so they are ``may_exist``'s exactly), which is about a
