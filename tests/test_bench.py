@@ -215,6 +215,24 @@ def test_bench_options_that_cannot_work_are_refused_plainly(tmp_path: Path) -> N
     assert f"nothing listens at 127.0.0.1:{port}" in r.output and "--serve" in r.output, r.output
 
 
+def test_a_served_rush_names_its_model_and_times_its_audit(tmp_path: Path) -> None:
+    """--serve knows the model it started, so the table, the plot and the JSON name it; the
+    audit's time is said on the audit's own line, after the table, not before it."""
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(bench, ["rush", "--serve", "--model", "threads", "--clients", "4", "--duration", "0.5",
+                                   "--seed", "3", "--json", str(out), "--plot", "-"])
+    assert r.exit_code == 0, r.output
+    doc = msgspec.json.decode(out.read_bytes())
+    assert doc["model"] == "threads"
+    assert "(threads model)" in r.output  # the table's title
+    assert doc["audit"]["clean"] is True and doc["audit"]["seconds"] >= 0
+    lines = r.output.splitlines()
+    verdict = next(i for i, x in enumerate(lines) if x.startswith("audit clean: "))
+    assert "checked in " in lines[verdict]
+    assert not any(x.startswith("audit of ") for x in lines)
+    assert verdict > next(i for i, x in enumerate(lines) if "p99 ms" in x)  # after the table
+
+
 def test_compare_configurations() -> None:
     assert parse_config("name=a,model=threads,clients=100,slow=1,rate=2.5") == {
         "name": "a", "model": "threads", "clients": 100, "slow": 1, "rate": 2.5,

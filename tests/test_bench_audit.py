@@ -95,6 +95,10 @@ def test_rush_report_has_the_keys_scripts_read(rush: dict[str, Any]) -> None:
     line = next(x for x in result.output.splitlines() if x.startswith("CPU per request: "))
     assert "railtix serve" in line and "railtix-writer" in line and "load generator" in line
     assert (rush["folder"] / "rush.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the row of repeated buys is explained where it is printed
+    said = any(x.startswith("buy_again: a buy sent once more with its key") for x in result.output.splitlines())
+    assert said == ("buy_again" in doc["ops"])
+    assert doc["model"] is None  # a server the bench did not start: its model is not known
 
 
 def test_audit_finds_a_planted_oversold_seat(rush: dict[str, Any], tmp_path: Path) -> None:

@@ -132,6 +132,42 @@ def test_an_order_paid_through_the_other_process_is_read_as_paid(
     assert ca.ok(op="refund", token=ta, key="a3", order=order)["order"]["status"] == "refunded"
 
 
+def test_a_payment_keeps_its_orders_run_version(make_service: Any, shared_url: str, clock: Any) -> None:
+    """A payment changes no seat, so a process refreshing a run need not read it again: the
+    paid order keeps the run version it was written at, and the other process still refuses
+    what the payment forbids (it reads the order itself, not its copy of the run)."""
+    ca, cb, ta, tb = _pair(make_service, shared_url)
+    date = clock.date(1)
+    run = f"T1@{date}"
+    store = open_store(shared_url)
+    try:
+        first = _buy(ca, ta, "a1", date, "330101199001011234", "AAA", "CCC")["order"]["order"]
+        at_first = store.run_versions([run])[run]
+        second = _buy(ca, ta, "a2", date, "330101199001011299", "CCC", "EEE")["order"]["order"]
+        assert store.run_versions([run])[run] == at_first + 1
+        assert cb.ok(op="pay", token=tb, key="b1", order=first)["order"]["status"] == "paid"
+        assert store.run_versions([run])[run] == at_first + 1  # no seat changed
+        tx = store.begin()
+        try:
+            since = {o.id: o.status.value for o in tx.orders_since(run, at_first)}
+        finally:
+            tx.rollback()
+        assert since == {second: "held"}  # the payment did not move the first order forward
+        refused = ca.call(op="cancel", token=ta, key="a3", order=first)
+        assert refused["error"]["code"] == "order_not_cancellable", refused
+        # a cancellation frees seats: that order moves to the run's new version
+        assert cb.ok(op="cancel", token=tb, key="b2", order=second)["order"]["status"] == "cancelled"
+        now = store.run_versions([run])[run]
+        assert now == at_first + 2
+        tx = store.begin()
+        try:
+            assert {o.id for o in tx.orders_since(run, at_first + 1)} == {second}
+        finally:
+            tx.rollback()
+    finally:
+        store.close()
+
+
 def test_a_database_is_served_alone_or_by_shared_servers_only(make_service: Any, tmp_path: Path) -> None:
     # a server that is not shared trusts what it keeps in memory (the orders it wrote, the key
     # filter): no other server may write its database while it runs

@@ -276,7 +276,7 @@ def console() -> Any:
 def table(doc: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    t = Table(title=f"railtix bench {doc['scenario']} — {doc['clients']} clients, seed {doc['seed']}, {doc['target']}")
+    t = Table(title=f"railtix bench {doc['scenario']} — {doc['clients']} clients, seed {doc['seed']}, {_server(doc)}")
     for col in ("op", "ok", "errors", "replies/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"):
         t.add_column(col, justify="left" if col == "op" else "right", no_wrap=True)
     lat = doc["latency_ms"]
@@ -289,6 +289,12 @@ def table(doc: dict[str, Any]) -> Any:
     return t
 
 
+def _server(doc: dict[str, Any]) -> str:
+    """Where the load went: the address, and the serving model when the bench started the server."""
+    model = doc.get("model")
+    return doc["target"] + (f" ({model} model)" if model else "")
+
+
 def headline(doc: dict[str, Any]) -> list[str]:
     lines = [
         f"confirmed purchases: {doc['confirmed']:,} in {doc['selling_s']:.2f} s = {_n(doc['confirmed_per_s'])}/s"
@@ -298,6 +304,9 @@ def headline(doc: dict[str, Any]) -> list[str]:
         f"searches {_n(doc['searches_per_s'])}/s; {doc['loop']} loop, pipeline {doc['pipeline']}, "
         f"{doc['processes']} process(es)",
     ]
+    if "buy_again" in doc["ops"]:
+        lines.append("buy_again: a buy sent once more with its key, as a client that lost the reply "
+                     "would; it must get the first reply, never a second order")
     if doc["errors"]:
         lines.append("errors: " + ", ".join(f"{k} {v:,}" for k, v in doc["errors"].items()))
     g = doc["generator"]
@@ -327,10 +336,11 @@ def headline(doc: dict[str, Any]) -> list[str]:
         lines.append(f"audit: skipped ({a['skipped']})")
     elif a:
         verdict = "clean" if a["clean"] else "FAILED"
+        took = f" in {a['seconds']:.1f} s" if a.get("seconds") is not None else ""
         lines.append(
             f"audit {verdict}: oversold {a['oversold']}, lost {a['lost']}, duplicates {a['duplicates']}, "
             f"capacity {a['capacity']}, mismatched maps {a['mismatched']}, orphans {a['orphans']} "
-            f"({a['checked'].get('orders', 0):,} orders, {a['checked'].get('confirmed_replies', 0):,} confirmed replies checked)"
+            f"({a['checked'].get('orders', 0):,} orders, {a['checked'].get('confirmed_replies', 0):,} confirmed replies checked{took})"
         )
         lines += ["  " + d for d in a.get("details", [])]
     return lines
@@ -368,7 +378,8 @@ def plot(doc: dict[str, Any], path: str) -> None:
     top.set_xlabel(f"seconds into the run ({tick:g} s buckets)")
     top.set_ylabel("per second")
     top.set_title(
-        f"railtix bench {doc['scenario']} on {doc.get('server') or 'the server'}: {doc['clients']} clients, "
+        f"railtix bench {doc['scenario']} on {doc.get('server') or 'the server'}"
+        + (f" ({doc['model']} model)" if doc.get("model") else "") + f": {doc['clients']} clients, "
         f"pipeline {doc['pipeline']}, {doc['processes']} process(es), seed {doc['seed']}"
     )
     top.grid(alpha=0.3)

@@ -32,6 +32,7 @@ from railtix.bench.servers import (
 )
 from railtix.bench.setup import SetupFailed, password_for, prepare, user_names
 from railtix.core.rides import today
+from railtix.serve import DEFAULT_MODEL
 
 DEFAULT_TARGET = "tcp://127.0.0.1:5002"
 DEFAULT_DATABASE = "railtix.db"
@@ -207,6 +208,8 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
             database = DEFAULT_DATABASE
         with _Live(o.quiet) as live:
             merged, meta, users = run_once(o, host, port, seed, live=live, say=say)
+        if spawned is not None:  # the model is known only of a server the bench started
+            meta["model"] = o.model or DEFAULT_MODEL
         doc = report.document(meta, merged)
         if spawned is not None:
             spawned.stop()  # every confirmed reply is committed; the audit reads a quiet file
@@ -257,7 +260,8 @@ def _audit(database: str | None, merged: dict[str, Any], users: list[str], say: 
     ev = Evidence(users, merged["wall_start"], merged["acks"], merged["pending"], merged["key_mismatches"])
     t = time.monotonic()
     out = audit(database, ev)
-    say(f"audit of {database}: {time.monotonic() - t:.1f} s")
+    out["seconds"] = round(time.monotonic() - t, 2)
+    out["database"] = database
     return out
 
 

@@ -403,11 +403,12 @@ class _Run:
             self.tx.put_runs(rows)
         if self.changed:
             new: list[tuple[Order, int]] = []
-            changed: list[tuple[Order, int]] = []
+            changed: list[tuple[Order, int | None]] = []
             for o in self.changed.values():
-                (new if o.id in self.created else changed).append(
-                    (o, self.states[o.run].version if o.run in self.states else 0)
-                )
+                if o.id in self.created:
+                    new.append((o, self.states[o.run].version))
+                else:  # the run's new version where its seats changed, else the order keeps its own
+                    changed.append((o, self.states[o.run].version if o.run in self.dirty else None))
             self.tx.put_orders(new, changed)
         if self.new_keys:
             self.tx.put_keys(self.new_keys)

@@ -74,9 +74,11 @@ class Tx(Protocol):
     def last_order_id(self) -> str | None:
         """The greatest order id of the current format (new ids are made above it)."""
 
-    def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int]]) -> None:
+    def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int | None]]) -> None:
         """Insert new orders and update changed ones, each with the version its run has after
-        this transaction. Inserting an id that exists fails: ids are never reused."""
+        this transaction; a changed order with None keeps its stored version (a payment, which
+        changes no seat: a process refreshing the run from that version has nothing to learn
+        from it). Inserting an id that exists fails: ids are never reused."""
 
     def put_runs(self, rows: list[tuple[str, int, bytes]]) -> None: ...
 

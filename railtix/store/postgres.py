@@ -297,7 +297,7 @@ class PostgresTx:
     def last_order_id(self) -> str | None:
         return last_order_id(self._conn.execute)
 
-    def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int]]) -> None:
+    def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int | None]]) -> None:
         with self._conn.cursor() as cur:
             if new:
                 cur.executemany(
@@ -305,11 +305,14 @@ class PostgresTx:
                     "VALUES(%s,%s,%s,%s,%s,%s,%s,%s)",
                     [(o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o), v) for o, v in new],
                 )
-            if changed:
+            moved = [(o.status.value, o.hold_until, encode_order(o), v, o.id) for o, v in changed if v is not None]
+            if moved:
                 cur.executemany(
-                    "UPDATE orders SET status=%s, hold_until=%s, body=%s, run_version=%s WHERE id=%s",
-                    [(o.status.value, o.hold_until, encode_order(o), v, o.id) for o, v in changed],
+                    "UPDATE orders SET status=%s, hold_until=%s, body=%s, run_version=%s WHERE id=%s", moved
                 )
+            kept = [(o.status.value, o.hold_until, encode_order(o), o.id) for o, v in changed if v is None]
+            if kept:
+                cur.executemany("UPDATE orders SET status=%s, hold_until=%s, body=%s WHERE id=%s", kept)
 
     def orders_since(self, run: str, version: int) -> list[Order]:
         rows = self._conn.execute(

@@ -355,7 +355,7 @@ class SqliteTx:
     def last_order_id(self) -> str | None:
         return last_order_id(self._conn.execute)
 
-    def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int]]) -> None:
+    def put_orders(self, new: list[tuple[Order, int]], changed: list[tuple[Order, int | None]]) -> None:
         # one prepared statement stepped per row: a statement of thousands of variables would
         # be compiled afresh for every batch size (measured: 35 % more per row). Each step gives
         # up the interpreter lock; in the writer process (the default) nothing else wants it.
@@ -364,11 +364,16 @@ class SqliteTx:
             " VALUES (?,?,?,?,?,?,?,?)",
             [(o.id, o.user, o.run, o.status.value, o.created, o.hold_until, encode_order(o), v) for o, v in new],
         )
-        if changed:
+        moved = [(o.status.value, o.hold_until, encode_order(o), v, o.id) for o, v in changed if v is not None]
+        if moved:
             self._conn.executemany(
-                "UPDATE orders SET status=?, hold_until=?, body=?, run_version=? WHERE id=?",
-                [(o.status.value, o.hold_until, encode_order(o), v, o.id) for o, v in changed],
+                "UPDATE orders SET status=?, hold_until=?, body=?, run_version=? WHERE id=?", moved
             )
+        # a payment leaves the run's maps as they were: its order keeps its run_version, and the
+        # orders_by_run_version index is not touched (a delete and an insert per payment)
+        kept = [(o.status.value, o.hold_until, encode_order(o), o.id) for o, v in changed if v is None]
+        if kept:
+            self._conn.executemany("UPDATE orders SET status=?, hold_until=?, body=? WHERE id=?", kept)
 
     def orders_since(self, run: str, version: int) -> list[Order]:
         rows = self._conn.execute(
