@@ -10,6 +10,7 @@ shape of the same map (``FreeSeats``): one int per leg, a bit per seat.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -19,8 +20,14 @@ SeatMap = np.ndarray  # dtype uint64, one element per seat
 
 _U64 = np.uint64
 
-#: Rows a group's wished seat letters are weighed in (each costs a small Python loop).
+#: Rows a group's wished seat letters are weighed in.
 rows_weighed_max = 16
+
+#: In-row choices remembered (``_row_pick``, ``_granted``). A choice within one row depends only
+#: on the row's letters, which of its seats are free and touch sold legs, the group's size and
+#: its wishes: a few thousand combinations in a rush, each a small Python loop when worked out
+#: and a dictionary lookup after. The bound only caps memory (an entry is ~200 bytes).
+row_choices_max = 1 << 16
 
 
 def empty_map(seats: int) -> SeatMap:
@@ -80,6 +87,8 @@ class SeatLayout:
         self.coaches = tuple(s.coach for s in self.labels)
         self.names = tuple(f"{s.row:02d}{s.letter}" for s in self.labels)
         self.letter_of = tuple(s.letter for s in self.labels)
+        #: per row, the letters of its seats in order
+        self.row_letters = tuple(self.letter_of[lo:hi] for lo, hi in zip(self.row_lo, self.row_hi, strict=True))
         #: per letter, the bitset of the seats that have it
         self.letter_bits: dict[str, int] = {}
         for i, letter in enumerate(self.letter_of):
@@ -213,31 +222,32 @@ class FreeSeats:
             # Best fit: the rows whose free seats touch sold legs the most (up to the group's
             # size), the first such row on a tie. Level by level: a row's fit is n when it has
             # n touching seats but not n + 1 (capped at the group's size).
-            levels = [room & int.from_bytes(touching_rows.translate(_AT_LEAST[n]), "little")
-                      for n in range(count, 0, -1)] + [room]
             if not wanted:
-                best = next(rows for rows in levels if rows)
-                return self._pick_in_row(_lowest(best) >> 3, free_rows, touching_rows, count, wanted)
-            # Wished letters are weighed among the best few rows (a Python loop), fit first:
-            # a row grants as many wishes as its free letters have in common with them.
-            weighed: list[int] = []
-            above = 0
-            for rows in levels:
-                rows, above = rows & ~above, rows
-                while rows and len(weighed) < rows_weighed_max:
-                    low = rows & -rows
-                    weighed.append(low.bit_length() - 1 >> 3)
-                    rows ^= low
-            letter_of = layout.letter_of
-            best_row, most = -1, -1
-            for r in weighed:
-                lo, mine = layout.row_lo[r], free_rows[r]
-                have = [letter_of[lo + k] for k in range(layout.row_hi[r] - lo) if mine >> k & 1]
-                granted = _common(wanted, have)
-                if granted > most:
-                    best_row, most = r, granted
-                    if granted == len(wanted):
+                for n in range(count, 0, -1):
+                    best = room & int.from_bytes(touching_rows.translate(_AT_LEAST[n]), "little")
+                    if best:
                         break
+                else:
+                    best = room
+                return self._pick_in_row(_lowest(best) >> 3, free_rows, touching_rows, count, wanted)
+            # Wished letters are weighed among the best few rows, fit first: a row grants as
+            # many wishes as its free letters have in common with them; the first to grant
+            # them all ends the search.
+            row_letters, wished = layout.row_letters, tuple(wanted)
+            best_row, most, weighed, above = -1, -1, 0, 0
+            for n in range(count, -1, -1):
+                level = room & int.from_bytes(touching_rows.translate(_AT_LEAST[n]), "little") if n else room
+                rows, above = level & ~above, level
+                while rows and weighed < rows_weighed_max:
+                    low = rows & -rows
+                    rows ^= low
+                    weighed += 1
+                    r = low.bit_length() - 1 >> 3
+                    granted = _granted(row_letters[r], free_rows[r], wished)
+                    if granted > most:
+                        best_row, most = r, granted
+                        if granted == len(wanted):
+                            return self._pick_in_row(r, free_rows, touching_rows, count, wanted)
             return self._pick_in_row(best_row, free_rows, touching_rows, count, wanted)
         # no row has room: the first coach that has, else the first free seats anywhere
         per_row = free_rows.translate(_POPCOUNT)
@@ -253,25 +263,10 @@ class FreeSeats:
         return out
 
     def _pick_in_row(self, r: int, free_rows: bytes, touching_rows: bytes, count: int, wanted: list[str]) -> list[int]:
-        """``count`` free seats of row r: wished letters first, then best fit, then neighbours."""
+        """``count`` free seats of row r (``_row_pick``)."""
         layout = self.layout
-        lo, mine, touch = layout.row_lo[r], free_rows[r], touching_rows[r]
-        letter_of = layout.letter_of
-        open_seats = [lo + k for k in range(layout.row_hi[r] - lo) if mine >> k & 1]
-        chosen: list[int] = []
-        for w in wanted:
-            for i in open_seats:
-                if letter_of[i] == w and i not in chosen:
-                    chosen.append(i)
-                    break
-        if len(chosen) < count:
-            rest = [i for i in open_seats if i not in chosen]
-            # seats whose sold legs touch the ride first (best fit), then the seats nearest to
-            # those already chosen, which keeps the group together
-            anchor = chosen[0] if chosen else next((i for i in rest if touch >> (i - lo) & 1), rest[0])
-            rest.sort(key=lambda i: (not touch >> (i - lo) & 1, abs(i - anchor), i))
-            chosen.extend(rest[: count - len(chosen)])
-        return sorted(chosen)
+        lo = layout.row_lo[r]
+        return [lo + k for k in _row_pick(layout.row_letters[r], free_rows[r], touching_rows[r], count, tuple(wanted))]
 
 
 def allocate(
@@ -291,6 +286,33 @@ def allocate(
     start, end = _lowest(mask), mask.bit_length()
     legs = min(64, max(end + 1, int(occ.max()).bit_length() if len(occ) else 0))
     return FreeSeats(occ, layout, legs).choose(start, end, count, letters)
+
+
+@lru_cache(maxsize=row_choices_max)
+def _row_pick(letters: tuple[str, ...], free: int, touch: int, count: int, wanted: tuple[str, ...]) -> tuple[int, ...]:
+    """``count`` of a row's free seats, as places in the row (bit k of ``free`` and ``touch``
+    is its k-th seat): wished letters first, then best fit, then neighbours."""
+    open_seats = [k for k in range(len(letters)) if free >> k & 1]
+    chosen: list[int] = []
+    for w in wanted:
+        for k in open_seats:
+            if letters[k] == w and k not in chosen:
+                chosen.append(k)
+                break
+    if len(chosen) < count:
+        rest = [k for k in open_seats if k not in chosen]
+        # seats whose sold legs touch the ride first (best fit), then the seats nearest to
+        # those already chosen, which keeps the group together
+        anchor = chosen[0] if chosen else next((k for k in rest if touch >> k & 1), rest[0])
+        rest.sort(key=lambda k: (not touch >> k & 1, abs(k - anchor), k))
+        chosen.extend(rest[: count - len(chosen)])
+    return tuple(sorted(chosen))
+
+
+@lru_cache(maxsize=row_choices_max)
+def _granted(letters: tuple[str, ...], free: int, wanted: tuple[str, ...]) -> int:
+    """How many wishes a row grants with its free seats (bit k of ``free``: its k-th seat)."""
+    return _common(list(wanted), [letters[k] for k in range(len(letters)) if free >> k & 1])
 
 
 def _common(wanted: list[str], letters: list[str]) -> int:
