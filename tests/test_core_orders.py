@@ -16,6 +16,7 @@ from railtix.core.orders import (
     Order,
     Status,
     Ticket,
+    masked,
     next_status,
     refund_fee,
 )
@@ -204,3 +205,18 @@ def test_order_mask_is_the_ride_mask(start: int, end: int, mask: int) -> None:
 def test_order_price_is_the_sum_of_tickets() -> None:
     assert _order(0, 4, [100, 250, 50]).price == 400
     assert _order(0, 4, [100, 250, 50]).live
+
+
+@pytest.mark.parametrize(
+    ("id_no", "shown"),
+    [
+        ("110101199001011234", "1101**********1234"),  # a resident id card: 18 characters
+        ("11010119900101123", "1101*********1123"),
+        ("1101011990010112345", "1101***********2345"),
+        ("E1234567X", "E123*567X"),
+        ("E1234567", "E******7"),  # eight or fewer (a passport): the first and the last
+        ("E123", "E**3"),  # the shortest the protocol takes
+    ],
+)
+def test_id_numbers_are_shown_masked(id_no: str, shown: str) -> None:
+    assert masked(id_no) == shown

@@ -10,13 +10,13 @@ state that is not durable.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
 
 from railtix.core.errors import Refusal
-from railtix.core.orders import LIVE, Order, Passenger, Status, Ticket, masked, next_status
+from railtix.core.orders import LIVE, Order, Status, Ticket, masked, next_status
 from railtix.core.seats import FreeSeats, SeatLayout, SeatMap, empty_map
 from railtix.core.timetable import Timetable, Train, ride_mask
 
@@ -72,14 +72,20 @@ class RunState:
 
     def occupy(self, order: Order) -> None:
         occ = self.maps[order.seat_class]
-        mask = np.uint64(order.mask)
+        legs = order.mask
+        mask = np.uint64(legs)
         free = self.free.get(order.seat_class)
+        passengers = self.passengers
         for t in order.tickets:
             assert not occ[t.seat_index] & mask, "seat-segment sold twice"
             occ[t.seat_index] |= mask
             if free is not None:
                 free.take(t.seat_index, order.start, order.end)
-            self.passengers.setdefault(t.id_no, {})[order.id] = order.mask
+            held = passengers.get(t.id_no)
+            if held is None:
+                passengers[t.id_no] = {order.id: legs}
+            else:
+                held[order.id] = legs
 
     def release(self, order: Order) -> None:
         occ = self.maps[order.seat_class]
@@ -121,6 +127,16 @@ class Layouts:
         return layout
 
 
+class Named(Protocol):
+    """A passenger as an order needs one: the request's own objects will do, unconverted."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def id_no(self) -> str: ...
+
+
 def place_order(
     run: RunState,
     layouts: Layouts,
@@ -131,7 +147,7 @@ def place_order(
     start: int,
     end: int,
     seat_class: str,
-    passengers: Sequence[Passenger],
+    passengers: Sequence[Named],
     letters: Sequence[str],
     now: float,
     departs: float,

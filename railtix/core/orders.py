@@ -54,7 +54,10 @@ def next_status(status: Status, event: str, order_id: str = "") -> Status:
 
 def masked(id_no: str) -> str:
     """An id number as 12306 shows it: the first and last four characters (one each if short)."""
-    if len(id_no) <= 8:
+    n = len(id_no)
+    if n == 18:  # a resident id card's number, nearly every passenger's
+        return id_no[:4] + "**********" + id_no[14:]
+    if n <= 8:
         return id_no[:1] + "*" * (len(id_no) - 2) + id_no[-1:]
     return id_no[:4] + "*" * (len(id_no) - 8) + id_no[-4:]
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from railtix import limits
 from railtix.core.errors import Refusal
 from railtix.core.inventory import Layouts, RunState, change_status, hold_lapsed, place_order
-from railtix.core.orders import Order, Passenger, Status, refund_fee
+from railtix.core.orders import Order, Status, refund_fee
 from railtix.core.rides import Ride, today
 from railtix.core.timetable import Timetable
 from railtix.service.runs import build_state, refresh
@@ -330,7 +330,7 @@ class _Run:
             s, self.b.layouts, self.b.timetable,
             order_id=self.ids.popleft(), user=c.user, start=ride.start, end=ride.end,
             seat_class=req.seat_class,
-            passengers=[Passenger(p.name, p.id_no) for p in req.passengers],
+            passengers=req.passengers,
             letters=req.seats, now=self.now, departs=ride.departs, hold_s=self.b.hold_s,
         )
         self.save(order)

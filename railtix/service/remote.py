@@ -149,6 +149,9 @@ def _child(incoming: Connection, outgoing: Connection, location: str, shared: bo
     batch = Batch(store, recorder, timetable, hold_s)
     decoder = msgspec.msgpack.Decoder(_Batch)
     trains = timetable.train_by_number
+    #: the rides of recent batches by their wire form: a rush sends the same few hundred
+    #: segments over and over, and a Ride costs more to make than to look up
+    rides: dict[tuple[str, str, int, int, float], Ride] = {}
     gc.freeze()  # the timetable and modules stay: full collections need not walk them
     closed = False
     try:
@@ -167,7 +170,13 @@ def _child(incoming: Connection, outgoing: Connection, location: str, shared: bo
             for b in got:
                 cmds = []
                 for op, user, key, print_, args, req, ride, stored in b.cmds:
-                    r = None if ride is None else Ride(trains[ride[0]], ride[1], ride[2], ride[3], ride[4])
+                    r = None
+                    if ride is not None:
+                        r = rides.get(ride)
+                        if r is None:
+                            if len(rides) >= limits.ride_memo_max:
+                                rides.clear()
+                            r = rides[ride] = Ride(trains[ride[0]], ride[1], ride[2], ride[3], ride[4])
                     cmds.append(Command(
                         op, source=None, user=user, req=req, ride=r, key=key, fingerprint=print_, args=args,
                         stored=stored,

@@ -64,10 +64,16 @@ class _OkOrder(msgspec.Struct):
 
 
 def order(o: Order) -> _Order:
+    # the writer renders every order it makes or changes: one pass over the tickets for them
+    # and their price, and the status as it is (a StrEnum is encoded as its value)
+    tickets, price = [], 0
+    for t in o.tickets:
+        tickets.append(_Ticket(t.name, masked(t.id_no), t.coach, t.seat, t.price))
+        price += t.price
+    hold = o.hold_until
     return _Order(
-        o.id, o.status.value, o.train, o.date, o.origin, o.destination, o.seat_class, when(o.departs),
-        [_Ticket(t.name, masked(t.id_no), t.coach, t.seat, t.price) for t in o.tickets],
-        o.price, when(o.created), when(o.hold_until),
+        o.id, o.status, o.train, o.date, o.origin, o.destination, o.seat_class, _when(o.departs),
+        tickets, price, _when(o.created), None if hold is None else _when(hold),
         o.refund, o.fee if o.refund is not None else None,
     )
 
