@@ -315,7 +315,8 @@ def headline(doc: dict[str, Any]) -> list[str]:
             f"generator: {g['unanswered']} unanswered, {g['lost_in_flight']} lost with their connection, "
             f"{g['protocol_errors']} protocol errors, connect failures {g['connect_failed'] or 0}"
         )
-    cpu = [r for r in doc.get("server_cpu", ()) if r["us_per_request"] is not None]
+    # processes that stayed idle (the processes model's supervisor) are in the JSON, not here
+    cpu = [r for r in doc.get("server_cpu", ()) if r["us_per_request"] is not None and r["busy"] >= 0.005]
     if cpu and g.get("cpu_us_per_reply") is not None:
         lines.append(
             "CPU per request: "

@@ -1,4 +1,5 @@
-"""The typed requests of protocol v1, shared by the TCP and HTTP codecs.
+"""The typed requests of protocol v1: what the TCP codec decodes (and what an HTTP transport,
+which is planned, will decode too).
 
 These msgspec Structs are the protocol: decoding a line into ``Request`` checks every field's
 presence, type and bounds, and the JSON schema in docs comes from them. The ``op`` field picks

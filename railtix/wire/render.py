@@ -1,4 +1,4 @@
-"""Domain objects as the JSON objects of protocol v1 (the same for TCP and HTTP)."""
+"""Domain objects as the JSON objects of protocol v1 (for any transport: TCP now, HTTP as planned)."""
 
 from __future__ import annotations
 
