@@ -306,3 +306,27 @@ def test_the_best_second_is_a_sliding_whole_second_of_ticks() -> None:
     rates = [4000.0, 6000.0, 8000.0, 7000.0, 7000.0, 6000.0, 1000.0]
     assert _peak(rates) == 7000.0
     assert _peak([8000.0, 4000.0]) == 3000.0  # under a second: what was sold, over a whole second
+
+
+@pytest.mark.parametrize(("scenario", "clients", "processes"), [("rush", 1000, 1), ("rush", 1000, 2), ("rush", 10, 1), ("mixed", 1000, 1)])
+def test_a_rush_encodes_ahead_what_its_runs_can_sell(scenario: str, clients: int, processes: int) -> None:
+    """A rush sends about as many buys as its runs have seat-legs, however long --duration is:
+    it encodes about that many ahead (a client that runs out draws more as it goes). Sized by
+    the duration, a 1,000-client rush encoded 200,000 buys to send 35,000-50,000."""
+    from railtix.bench.load import Client, Engine, LoadSpec
+
+    spec = LoadSpec(scenario, 7, "127.0.0.1", 1, clients, ["tok"], Plan.dates(dt.date(2026, 12, 1)),
+                    duration_s=10.0, processes=processes)
+    engine = Engine(spec, worker=0)
+    engine.clients = [Client(engine, i, "tok") for i in engine.indices]
+    engine.prepare()
+    encoded = sum(len(c.prepared) for c in engine.clients)
+    n = len(engine.clients)
+    by_duration = min(limits.requests_per_s_guess / processes * 10.0 / n + 4, limits.prepared_per_worker_max // n)
+    if scenario == "rush":
+        legs = sum(t.capacity * (len(t.stops) - 1) for t, _ in engine.plan.runs)
+        share = limits.rush_steps_per_seat_leg * legs / processes
+        assert encoded <= share + 4 * n  # not the duration's 200,000
+        assert encoded >= min(share, by_duration * n) - n  # enough for what the runs can sell
+    else:
+        assert encoded == int(by_duration) * n  # the duration decides, as before

@@ -48,6 +48,14 @@ requests_per_s_guess = 40_000
 #: measured loop only writes bytes; past this budget steps are encoded as they are needed.
 prepared_per_worker_max = 200_000
 
+#: Buys a rush encodes ahead, per seat-leg of its runs (every seat of every run, times the legs
+#: between its stops). However fast the server, a rush sends about as many buys as its runs have
+#: to sell: 0.44-0.51 per seat-leg over the seeds measured. Sized by the duration alone, a
+#: 1,000-client rush encoded 200,000 buys (5 s before the clock started on a slow day) to send
+#: 35,000-50,000, and spent its last seconds skipping the rest, prepared on runs given up; a
+#: client that runs out draws its next buys as it goes, among the runs still on sale.
+rush_steps_per_seat_leg = 0.6
+
 #: The rush gives up a (run, class) when ``sold_out_share_min`` of its last ``sold_out_window``
 #: buys were refused ``sold_out``: random segments keep finding an odd free leg long after a
 #: run is, for a buyer, sold out, and a rush that chased them would measure refusals.

@@ -484,6 +484,9 @@ class Engine:
             total = self.rate * self.spec.duration_s * 1.1
         else:
             total = limits.requests_per_s_guess / self.spec.processes * self.spec.duration_s
+        if self.plan.runs:  # a rush sends about as many buys as its runs have seat-legs to sell
+            legs = sum(t.capacity * (len(t.stops) - 1) for t, _ in self.plan.runs)
+            total = min(total, limits.rush_steps_per_seat_leg * legs / self.spec.processes)
         per = max(4, min(int(total / n) + 4, limits.prepared_per_worker_max // n))
         for c in self.clients:
             c.prepare(per)

@@ -315,13 +315,14 @@ def headline(doc: dict[str, Any]) -> list[str]:
             f"generator: {g['unanswered']} unanswered, {g['lost_in_flight']} lost with their connection, "
             f"{g['protocol_errors']} protocol errors, connect failures {g['connect_failed'] or 0}"
         )
-    # processes that stayed idle (the processes model's supervisor) are in the JSON, not here
-    cpu = [r for r in doc.get("server_cpu", ()) if r["us_per_request"] is not None and r["busy"] >= 0.005]
-    if cpu and g.get("cpu_us_per_reply") is not None:
+    measured = [r for r in doc.get("server_cpu", ()) if r["us_per_request"] is not None]
+    if measured and g.get("cpu_us_per_reply") is not None:
+        # processes that stayed idle (the processes model's supervisor) are in the JSON, not here
+        shown = [r for r in measured if r["busy"] >= 0.005]
         lines.append(
             "CPU per request: "
-            + ", ".join(f"{r['name']} {r['us_per_request']:.0f} µs ({r['busy']:.0%} busy)" for r in cpu)
-            + f", load generator {g['cpu_us_per_reply']:.0f} µs ({sum(g['cpu_busy']):.0%} busy)"
+            + "".join(f"{r['name']} {r['us_per_request']:.0f} µs ({r['busy']:.0%} busy), " for r in shown)
+            + f"load generator {g['cpu_us_per_reply']:.0f} µs ({sum(g['cpu_busy']):.0%} busy)"
         )
     c = doc.get("ceiling")
     if c:

@@ -213,7 +213,7 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
         doc = report.document(meta, merged)
         if spawned is not None:
             spawned.stop()  # every confirmed reply is committed; the audit reads a quiet file
-        doc["audit"] = _audit(database, merged, users, say)
+        doc["audit"] = _audit(database, merged, users)
         if ceiling_doc is not None:
             rps = ceiling_doc["requests_per_s"]
             doc["ceiling"] = {
@@ -251,7 +251,7 @@ def _run_null(o: Options, seed: int, say: Say) -> dict[str, Any]:
         null.cleanup()
 
 
-def _audit(database: str | None, merged: dict[str, Any], users: list[str], say: Say) -> dict[str, Any]:
+def _audit(database: str | None, merged: dict[str, Any], users: list[str]) -> dict[str, Any]:
     if database is None:
         return {
             "skipped": "no database to read: pass --database with the server's SQLite file or postgresql:// URL",
@@ -261,7 +261,6 @@ def _audit(database: str | None, merged: dict[str, Any], users: list[str], say: 
     t = time.monotonic()
     out = audit(database, ev)
     out["seconds"] = round(time.monotonic() - t, 2)
-    out["database"] = database
     return out
 
 
