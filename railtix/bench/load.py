@@ -96,6 +96,9 @@ class LoadSpec:
     runs: int = 8
     trains: tuple[TrainRef, ...] = ()  #: the catalog; empty means the demo timetable's
     drain_s: float = limits.drain_timeout_s
+    #: the target sells what it is asked for, so a rush ends when its runs are sold; False for
+    #: the null server, which answers every buy ok: a rush against it runs its whole duration
+    sells_out: bool = True
     progress_s: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -484,7 +487,7 @@ class Engine:
             total = self.rate * self.spec.duration_s * 1.1
         else:
             total = limits.requests_per_s_guess / self.spec.processes * self.spec.duration_s
-        if self.plan.runs:  # a rush sends about as many buys as its runs have seat-legs to sell
+        if self.plan.runs and self.spec.sells_out:  # about as many buys as its runs have seat-legs
             legs = sum(t.capacity * (len(t.stops) - 1) for t, _ in self.plan.runs)
             total = min(total, limits.rush_steps_per_seat_leg * legs / self.spec.processes)
         per = max(4, min(int(total / n) + 4, limits.prepared_per_worker_max // n))

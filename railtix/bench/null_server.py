@@ -32,6 +32,9 @@ import msgspec
 from railtix import limits
 from railtix.serve.options import listen
 
+#: what its hello says it is (the bench knows it by this)
+NAME = "railtix-null"
+
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -72,7 +75,7 @@ def canned_bodies() -> dict[bytes, bytes]:
         b"orders": ok_body({"orders": [render.order(order)]}),
         b"login": ok_body({"token": "n" * 43, "user": "null", "expires": render.when(now + 86400 * 30)}),
         b"register": ok_body({"user": "null"}),
-        b"hello": ok_body({"server": "railtix-null", "protocol": 1}),
+        b"hello": ok_body({"server": NAME, "protocol": 1}),
         b"stations": ok_body({"stations": [render.station(s) for s in tt.stations]}),
         b"train": ok_body({"train": "G1"}),
     }

@@ -18,6 +18,7 @@ from railtix.bench import limits, report
 from railtix.bench.audit import Evidence, audit
 from railtix.bench.cpu import Meter
 from railtix.bench.load import LoadSpec, run_load
+from railtix.bench.null_server import NAME as NULL_SERVER
 from railtix.bench.plan import Plan
 from railtix.bench.servers import (
     ServerFailed,
@@ -119,6 +120,7 @@ def run_once(
         scenario=o.scenario, seed=seed, host=host, port=port, clients=o.clients, tokens=info["tokens"],
         dates=Plan.dates(today(time.time())), pipeline=o.pipeline, duration_s=o.duration_s,
         rate=resolve_rate(o), processes=o.processes, runs=o.runs, drain_s=o.drain_s,
+        sells_out=info["server"] != NULL_SERVER,
     )
     # the server's CPU from here on: after setup (password hashing is not the rush's), and
     # while the generator prepares its requests the server does nothing
