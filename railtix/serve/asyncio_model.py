@@ -32,7 +32,7 @@ class TcpConnection(asyncio.Protocol):
 
     def __init__(self, server: AsyncioServer) -> None:
         self.server = server
-        self.session: Session = server.service.session(server.wake)
+        self.session: Session = server.service.session(server.waker)
         self.session.owner = self
         self.transport: asyncio.Transport | None = None
         self.last_line = time.monotonic()
@@ -144,6 +144,9 @@ class AsyncioServer:
         self.connections: set[TcpConnection] = set()
         self.closing = False
         self.loop_thread = threading.get_ident()  # made on the loop
+        #: ``wake``, bound once: every session holds this same object, which the service
+        #: recognises by identity when it groups a batch's sessions by their waker
+        self.waker = self.wake
 
     def wake(self, sessions: list[Session]) -> None:
         """These sessions have replies ready (one call per batch): from the loop itself when it

@@ -269,19 +269,27 @@ class Service:
 
     def _wake(self, commands: list[Command]) -> None:
         """Release the replies (they are committed, or nothing was changed) and wake sessions."""
-        mine: list[tuple[int, str]] = [(c.user, c.key) for c in commands if c.key is not None and c.session is not None]
+        mine: list[tuple[int, str]] = []
+        # grouped by the waker itself: the bound methods of one server compare equal, so a
+        # batch wakes each serving loop once, however many of its connections it answered
+        by_waker: dict[Waker, dict[int, Session]] = {}
+        waker: Waker | None = None
+        group: dict[int, Session] = {}
+        for c in commands:
+            s = c.session
+            if s is None:
+                continue
+            if c.key is not None:
+                mine.append((c.user, c.key))
+            if s.waker is not waker:  # a batch's sessions mostly share one waker object
+                waker = s.waker
+                group = by_waker.setdefault(waker, {})
+            group[id(s)] = s
         if self._keys is not None:  # into the filter before they stop being pending
             self._keys.add_many(mine)
         for c in commands:
             c.ready = True
         self._done_with(*mine)
-        # grouped by the waker itself: the bound methods of one server compare equal, so a
-        # batch wakes each serving loop once, however many of its connections it answered
-        by_waker: dict[Waker, dict[int, Session]] = {}
-        for c in commands:
-            s = c.session
-            if s is not None:
-                by_waker.setdefault(s.waker, {})[id(s)] = s
         for waker, sessions in by_waker.items():
             try:
                 waker(list(sessions.values()))
