@@ -168,6 +168,17 @@ def test_generator_against_null_server_in_two_processes(null_server: Spawned, tm
     assert doc["clients_connected"] == 6
     assert doc["requests"] > 0 and doc["generator"]["protocol_errors"] == 0
     assert doc["audit"]["skipped"]  # no --database and not the default target
+    assert "2 load processes" in result.output
+
+
+def test_the_cpu_line_names_a_process_that_used_a_whole_core() -> None:
+    from railtix.bench.report import _busy
+
+    assert _busy(0.99) == "99% busy, the limit"
+    assert _busy(0.6) == "60% busy"
+    # two load processes at 80 % each: 160 % in all, but neither used a whole core
+    assert _busy(1.6, 0.8) == "160% busy"
+    assert _busy(1.9, 0.96) == "190% busy, the limit"
 
 
 def test_soak_is_paced_open_loop(null_server: Spawned, tmp_path: object) -> None:
@@ -227,6 +238,8 @@ def test_a_served_rush_names_its_model_and_times_its_audit(tmp_path: Path) -> No
     assert "(threads model)" in r.output  # the table's title
     assert doc["audit"]["clean"] is True and doc["audit"]["seconds"] >= 0
     lines = r.output.splitlines()
+    confirmed = next(x for x in lines if x.startswith("confirmed purchases: "))
+    assert f"{doc['confirmed']:,} (orders holding seats, {doc['paid']:,} of them paid)" in confirmed
     verdict = next(i for i, x in enumerate(lines) if x.startswith("audit clean: "))
     assert "checked in " in lines[verdict]
     assert not any(x.startswith("audit of ") for x in lines)
@@ -336,3 +349,29 @@ def test_a_rush_encodes_ahead_what_its_runs_can_sell(scenario: str, clients: int
         assert encoded >= min(share, by_duration * n) - n  # enough for what the runs can sell
     else:
         assert encoded == int(by_duration) * n  # the duration decides, as before
+
+
+def test_the_null_server_alone_and_as_the_ceiling_of_a_run(tmp_path: Path) -> None:
+    """--target null measures the generator against the null server and says so, without
+    speaking of a ceiling of some other run; --ceiling runs that first and reports the run
+    after it as a fraction of it."""
+    alone = tmp_path / "null.json"
+    r = CliRunner().invoke(bench, ["rush", "--target", "null", "--clients", "20", "--duration", "0.5", "--seed", "1",
+                                   "--json", str(alone), "--plot", "-", "--quiet"])
+    assert r.exit_code == 0, r.output
+    doc = msgspec.json.decode(alone.read_bytes())
+    assert doc["server"] == "null server" and doc["requests"] > 0 and "ceiling" not in doc
+    assert "the null server, at tcp://127.0.0.1:" in r.output and "ceiling" not in r.output
+    # sized by its duration: the null server sells nothing out (test_a_rush_encodes_ahead_…)
+    assert doc["generator"]["skipped_sold_out"] == 0
+    both = tmp_path / "both.json"
+    r = CliRunner().invoke(bench, ["rush", "--serve", "--ceiling", "--clients", "20", "--duration", "0.5", "--seed", "2",
+                                   "--json", str(both), "--plot", "-", "--quiet"])
+    assert r.exit_code == 0, r.output
+    doc = msgspec.json.decode(both.read_bytes())
+    c = doc["ceiling"]
+    assert c["requests_per_s"] > 0 and c["fraction"] == round(doc["requests_per_s"] / c["requests_per_s"], 4)
+    assert "ceiling: first the same load against the null server" in r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("ceiling (null server, same load): "))
+    assert f"railtix reached {c['fraction']:.1%} of it" in line
+    assert doc["audit"]["clean"] is True

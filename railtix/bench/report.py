@@ -276,7 +276,7 @@ def console() -> Any:
 def table(doc: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    t = Table(title=f"railtix bench {doc['scenario']} — {doc['clients']} clients, seed {doc['seed']}, {_server(doc)}")
+    t = Table(title=f"railtix bench {doc['scenario']} — {doc['clients']:,} clients, seed {doc['seed']}, {_server(doc)}")
     for col in ("op", "ok", "errors", "replies/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"):
         t.add_column(col, justify="left" if col == "op" else "right", no_wrap=True)
     lat = doc["latency_ms"]
@@ -290,25 +290,41 @@ def table(doc: dict[str, Any]) -> Any:
 
 
 def _server(doc: dict[str, Any]) -> str:
-    """Where the load went: the address, and the serving model when the bench started the server."""
+    """Where the load went: the address, and the serving model when the bench started the server
+    (or that it was the null server)."""
     model = doc.get("model")
+    if doc.get("server") == "null server":
+        return f"the null server ({doc['target']})"
     return doc["target"] + (f" ({model} model)" if model else "")
+
+
+def _processes(n: int) -> str:
+    return "1 load process" if n == 1 else f"{n} load processes"
+
+
+#: at or above this share of a core, a process is named as the limit of its run
+limit_busy = 0.95
 
 
 def headline(doc: dict[str, Any]) -> list[str]:
     lines = [
-        f"confirmed purchases: {doc['confirmed']:,} in {doc['selling_s']:.2f} s = {_n(doc['confirmed_per_s'])}/s"
-        + (f" (sold out after {doc['sold_out_s']:.2f} s)" if doc.get("sold_out_s") else "")
+        f"confirmed purchases: {doc['confirmed']:,} (orders holding seats, {doc['paid']:,} of them paid) "
+        f"in {doc['selling_s']:.2f} s = {_n(doc['confirmed_per_s'])}/s"
+        + (f", the rush given up as sold out after {doc['sold_out_s']:.2f} s" if doc.get("sold_out_s") else "")
         + (f"; best second {_n(doc['peak_confirmed_per_s'])}/s" if doc.get("peak_confirmed_per_s") else ""),
         f"requests: {doc['requests']:,} in {doc['elapsed_s']:.2f} s = {_n(doc['requests_per_s'])}/s; "
-        f"searches {_n(doc['searches_per_s'])}/s; {doc['loop']} loop, pipeline {doc['pipeline']}, "
-        f"{doc['processes']} process(es)",
+        + (f"searches {_n(doc['searches_per_s'])}/s; " if doc["searches"] else "")
+        + f"{doc['loop']} loop, pipeline {doc['pipeline']}, {_processes(doc['processes'])}",
     ]
     if "buy_again" in doc["ops"]:
         lines.append("buy_again: a buy sent once more with its key, as a client that lost the reply "
                      "would; it must get the first reply, never a second order")
     if doc["errors"]:
-        lines.append("errors: " + ", ".join(f"{k} {v:,}" for k, v in doc["errors"].items()))
+        lines.append(
+            "errors by code: " + ", ".join(f"{k} {v:,}" for k, v in doc["errors"].items())
+            + (" (sold_out is how a rush ends: no seats left for the ride asked for)"
+               if doc["scenario"] == "rush" and "sold_out" in doc["errors"] else "")
+        )
     g = doc["generator"]
     if g["unanswered"] or g["protocol_errors"] or g["connect_failed"] or g["lost_in_flight"]:
         lines.append(
@@ -319,10 +335,11 @@ def headline(doc: dict[str, Any]) -> list[str]:
     if measured and g.get("cpu_us_per_reply") is not None:
         # processes that stayed idle (the processes model's supervisor) are in the JSON, not here
         shown = [r for r in measured if r["busy"] >= 0.005]
+        gen_busy = max(g["cpu_busy"], default=0.0)
         lines.append(
             "CPU per request: "
-            + "".join(f"{r['name']} {r['us_per_request']:.0f} µs ({r['busy']:.0%} busy), " for r in shown)
-            + f"load generator {g['cpu_us_per_reply']:.0f} µs ({sum(g['cpu_busy']):.0%} busy)"
+            + "".join(f"{r['name']} {r['us_per_request']:.0f} µs ({_busy(r['busy'])}), " for r in shown)
+            + f"load generator {g['cpu_us_per_reply']:.0f} µs ({_busy(sum(g['cpu_busy']), gen_busy)})"
         )
     c = doc.get("ceiling")
     if c:
@@ -332,6 +349,8 @@ def headline(doc: dict[str, Any]) -> list[str]:
             f"railtix reached {c['fraction']:.1%} of it"
             + (f" (there the null server used {null_us:.0f} µs of CPU per request, the load generator "
                f"{c['generator_cpu_us_per_reply']:.0f} µs)" if null_us and c.get("generator_cpu_us_per_reply") else "")
+            + ("; the load generator was that run's limit, a core of its own at full use"
+               if max(c.get("generator_busy", ()), default=0.0) >= limit_busy else "")
         )
     a = doc.get("audit") or {}
     if a.get("skipped"):
@@ -346,6 +365,13 @@ def headline(doc: dict[str, Any]) -> list[str]:
         )
         lines += ["  " + d for d in a.get("details", [])]
     return lines
+
+
+def _busy(share: float, most: float | None = None) -> str:
+    """"68% busy", and "the limit" where one process used a whole core (``most``: the busiest
+    of several load processes, whose shares add up)."""
+    full = (share if most is None else most) >= limit_busy
+    return f"{share:.0%} busy" + (", the limit" if full else "")
 
 
 # --- plots -----------------------------------------------------------------------------------------
@@ -372,17 +398,19 @@ def plot(doc: dict[str, Any], path: str) -> None:
     if any(tl["paid"]):
         top.plot(xs, tl["paid"], label="paid/s", color="tab:olive")
     if any(tl["errors"]):
-        top.plot(xs, tl["errors"], label="errors/s", color="tab:red")
+        errors = "errors/s (sold_out: how a rush ends)" if doc["scenario"] == "rush" else "errors/s"
+        top.plot(xs, tl["errors"], label=errors, color="tab:red")
     c = doc.get("ceiling")
     if c and c.get("timeline"):
         top.plot([(i + 0.5) * tick for i in range(len(c["timeline"]))], c["timeline"], "--", color="grey",
                  label="null server replies/s (ceiling)")
     top.set_xlabel(f"seconds into the run ({tick:g} s buckets)")
     top.set_ylabel("per second")
+    top.set_ylim(bottom=0)  # from zero: a steady rate must not look like a swing
     top.set_title(
         f"railtix bench {doc['scenario']} on {doc.get('server') or 'the server'}"
-        + (f" ({doc['model']} model)" if doc.get("model") else "") + f": {doc['clients']} clients, "
-        f"pipeline {doc['pipeline']}, {doc['processes']} process(es), seed {doc['seed']}"
+        + (f" ({doc['model']} model)" if doc.get("model") else "") + f": {doc['clients']:,} clients, "
+        f"pipeline {doc['pipeline']}, {_processes(doc['processes'])}, seed {doc['seed']}"
     )
     top.grid(alpha=0.3)
     top.legend(loc="best", fontsize=8)

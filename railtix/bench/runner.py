@@ -173,8 +173,13 @@ class _Live:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Take the line away (before the report is printed); later updates show nothing."""
         if self.live is not None:
             self.live.__exit__(None, None, None)
+            self.live = None
 
     def __call__(self, text: str) -> None:
         if self.live is not None:
@@ -210,25 +215,29 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
             database = DEFAULT_DATABASE
         with _Live(o.quiet) as live:
             merged, meta, users = run_once(o, host, port, seed, live=live, say=say)
-        if spawned is not None:  # the model is known only of a server the bench started
-            meta["model"] = o.model or DEFAULT_MODEL
-        doc = report.document(meta, merged)
-        if spawned is not None:
-            spawned.stop()  # every confirmed reply is committed; the audit reads a quiet file
-        doc["audit"] = _audit(database, merged, users)
-        if ceiling_doc is not None:
-            rps = ceiling_doc["requests_per_s"]
-            doc["ceiling"] = {
-                "requests_per_s": rps,
-                "confirmed_per_s": ceiling_doc["confirmed_per_s"],
-                "fraction": round(doc["requests_per_s"] / rps, 4) if rps else None,
-                "latency_ms": ceiling_doc["latency_ms"],
-                "timeline": ceiling_doc["timeline"]["requests"],
-                "clients_connected": ceiling_doc["clients_connected"],
-                "server_cpu": ceiling_doc["server_cpu"],
-                "generator_cpu_us_per_reply": ceiling_doc["generator"]["cpu_us_per_reply"],
-            }
-        doc = _finish(o, doc, say)
+            if spawned is not None:  # the model is known only of a server the bench started
+                meta["model"] = o.model or DEFAULT_MODEL
+            doc = report.document(meta, merged)
+            if spawned is not None:
+                live("stopping the server the bench started …")
+                spawned.stop()  # every confirmed reply is committed; the audit reads a quiet file
+            if database is not None:
+                live(f"auditing {database} …")
+            doc["audit"] = _audit(database, merged, users)
+            if ceiling_doc is not None:
+                rps = ceiling_doc["requests_per_s"]
+                doc["ceiling"] = {
+                    "requests_per_s": rps,
+                    "confirmed_per_s": ceiling_doc["confirmed_per_s"],
+                    "fraction": round(doc["requests_per_s"] / rps, 4) if rps else None,
+                    "latency_ms": ceiling_doc["latency_ms"],
+                    "timeline": ceiling_doc["timeline"]["requests"],
+                    "clients_connected": ceiling_doc["clients_connected"],
+                    "server_cpu": ceiling_doc["server_cpu"],
+                    "generator_cpu_us_per_reply": ceiling_doc["generator"]["cpu_us_per_reply"],
+                "generator_busy": ceiling_doc["generator"]["cpu_busy"],
+                }
+            doc = _finish(o, doc, say, live)
         a = doc["audit"]
         return doc, 0 if a.get("skipped") or a.get("clean") else 1
     except (ServerFailed, OSError) as e:
@@ -241,13 +250,20 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
 
 
 def _run_null(o: Options, seed: int, say: Say) -> dict[str, Any]:
+    """The load against the null server: the ceiling of a run that follows (``--ceiling``), or
+    the whole run (``--target null``)."""
     null = start_null(o.null_workers)
+    first = o.target != "null"
     try:
-        say(f"ceiling: the same load against the null server at {null.target}")
+        if first:
+            say(f"ceiling: first the same load against the null server, at {null.target}")
+        else:
+            say(f"the null server, at {null.target}: what this machine and this load generator can do at all")
         with _Live(o.quiet) as live:
             merged, meta, _ = run_once(replace(o, slow_client=False), null.host, null.port, seed, "null server", live, say)
         doc = report.document(meta, merged)
-        say(f"ceiling: {doc['requests_per_s']:,.0f} requests/s from {doc['clients_connected']:,} connections")
+        if first:
+            say(f"ceiling: {doc['requests_per_s']:,.0f} requests/s from {doc['clients_connected']:,} connections")
         return doc
     finally:
         null.cleanup()
@@ -266,12 +282,16 @@ def _audit(database: str | None, merged: dict[str, Any], users: list[str]) -> di
     return out
 
 
-def _finish(o: Options, doc: dict[str, Any], say: Say) -> dict[str, Any]:
+def _finish(o: Options, doc: dict[str, Any], say: Say, live: Any = None) -> dict[str, Any]:
     doc["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     if o.json_path:
         report.write_json(doc, o.json_path)
     if o.plot_path:
+        if live is not None:
+            live(f"drawing {o.plot_path} …")
         report.plot(doc, o.plot_path)
+    if live is not None:
+        live.close()  # the line goes before the table is printed
     if not o.quiet:
         report.console().print(report.table(doc))
     for line in report.headline(doc):
