@@ -106,6 +106,19 @@ class LoadSpec:
         return Plan(self.scenario, self.seed, Catalog(self.trains) if self.trains else None, self.runs)
 
 
+def ahead_per_client(spec: LoadSpec, plan: Plan, clients: int) -> int:
+    """Steps each of a load process's ``clients`` encodes before the clock starts: what the run
+    will send, as well as it can be told beforehand, so that the measured loop mostly writes."""
+    if spec.rate > 0:
+        total = spec.rate / spec.processes * spec.duration_s * 1.1
+    else:
+        total = limits.requests_per_s_guess / spec.processes * spec.duration_s
+    if plan.runs and spec.sells_out:  # a rush: about as many buys as its runs have seat-legs
+        legs = sum(t.capacity * (len(t.stops) - 1) for t, _ in plan.runs)
+        total = min(total, limits.rush_steps_per_seat_leg * legs / spec.processes)
+    return max(4, min(int(total / clients) + 4, limits.prepared_per_worker_max // clients))
+
+
 class Board:
     """The rush's view, per process, of which (run, class) a buyer would call sold out.
 
@@ -483,14 +496,7 @@ class Engine:
         n = len(self.clients)
         if not n:
             return
-        if self.open_loop:
-            total = self.rate * self.spec.duration_s * 1.1
-        else:
-            total = limits.requests_per_s_guess / self.spec.processes * self.spec.duration_s
-        if self.plan.runs and self.spec.sells_out:  # about as many buys as its runs have seat-legs
-            legs = sum(t.capacity * (len(t.stops) - 1) for t, _ in self.plan.runs)
-            total = min(total, limits.rush_steps_per_seat_leg * legs / self.spec.processes)
-        per = max(4, min(int(total / n) + 4, limits.prepared_per_worker_max // n))
+        per = ahead_per_client(self.spec, self.plan, n)
         for c in self.clients:
             c.prepare(per)
 

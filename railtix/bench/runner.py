@@ -17,7 +17,7 @@ from typing import Any
 from railtix.bench import limits, report
 from railtix.bench.audit import Evidence, audit
 from railtix.bench.cpu import Meter
-from railtix.bench.load import LoadSpec, run_load
+from railtix.bench.load import LoadSpec, ahead_per_client, run_load
 from railtix.bench.null_server import NAME as NULL_SERVER
 from railtix.bench.plan import Plan
 from railtix.bench.servers import (
@@ -127,7 +127,9 @@ def run_once(
     meter = Meter.for_port(port) if is_local(host) else None
     before = meter.read() if meter is not None else {}
     if live is not None:  # connecting and encoding ahead take a few seconds before the clock starts
-        live(f"{o.scenario}  connecting {o.clients:,} clients and encoding their first requests …")
+        ahead = ahead_per_client(spec, plan, max(1, o.clients // o.processes)) * o.clients
+        live(f"{o.scenario}  connecting {o.clients:,} clients and encoding their first {ahead:,} requests "
+             "(ahead, so that the measured loop only sends) …")
     try:
         results = run_load(spec, _progress_printer(o, live) if live is not None else None)
     finally:
