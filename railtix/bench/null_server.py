@@ -32,8 +32,9 @@ import msgspec
 from railtix import limits
 from railtix.serve.options import listen
 
-#: what its hello says it is (the bench knows it by this)
+#: what its hello says it is (the bench knows it by this), and what reports call it
 NAME = "railtix-null"
+LABEL = "null server"
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()

@@ -26,6 +26,7 @@ from hdrh.histogram import HdrHistogram
 
 from railtix.bench import limits
 from railtix.bench.load import HIST_DIGITS, HIST_HIGH_US, HIST_LOW_US, OPS
+from railtix.bench.null_server import LABEL as NULL_LABEL
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
@@ -293,7 +294,7 @@ def _server(doc: dict[str, Any]) -> str:
     """Where the load went: the address, and the serving model when the bench started the server
     (or that it was the null server)."""
     model = doc.get("model")
-    if doc.get("server") == "null server":
+    if doc.get("server") == NULL_LABEL:
         return f"the null server ({doc['target']})"
     return doc["target"] + (f" ({model} model)" if model else "")
 
@@ -368,8 +369,8 @@ def headline(doc: dict[str, Any]) -> list[str]:
 
 
 def _busy(share: float, most: float | None = None) -> str:
-    """"68% busy", and "the limit" where one process used a whole core (``most``: the busiest
-    of several load processes, whose shares add up)."""
+    """A share of a core as "68% busy", with ", the limit" where one process used a whole core
+    (``most``: the busiest of several load processes, whose shares add up)."""
     full = (share if most is None else most) >= limit_busy
     return f"{share:.0%} busy" + (", the limit" if full else "")
 

@@ -18,6 +18,7 @@ from railtix.bench import limits, report
 from railtix.bench.audit import Evidence, audit
 from railtix.bench.cpu import Meter
 from railtix.bench.load import LoadSpec, ahead_per_client, run_load
+from railtix.bench.null_server import LABEL as NULL_LABEL
 from railtix.bench.null_server import NAME as NULL_SERVER
 from railtix.bench.plan import Plan
 from railtix.bench.servers import (
@@ -237,7 +238,7 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
                     "clients_connected": ceiling_doc["clients_connected"],
                     "server_cpu": ceiling_doc["server_cpu"],
                     "generator_cpu_us_per_reply": ceiling_doc["generator"]["cpu_us_per_reply"],
-                "generator_busy": ceiling_doc["generator"]["cpu_busy"],
+                    "generator_busy": ceiling_doc["generator"]["cpu_busy"],
                 }
             doc = _finish(o, doc, say, live)
         a = doc["audit"]
@@ -255,16 +256,16 @@ def _run_null(o: Options, seed: int, say: Say) -> dict[str, Any]:
     """The load against the null server: the ceiling of a run that follows (``--ceiling``), or
     the whole run (``--target null``)."""
     null = start_null(o.null_workers)
-    first = o.target != "null"
+    ceiling_of_another = o.target != "null"
     try:
-        if first:
+        if ceiling_of_another:
             say(f"ceiling: first the same load against the null server, at {null.target}")
         else:
             say(f"the null server, at {null.target}: what this machine and this load generator can do at all")
         with _Live(o.quiet) as live:
-            merged, meta, _ = run_once(replace(o, slow_client=False), null.host, null.port, seed, "null server", live, say)
+            merged, meta, _ = run_once(replace(o, slow_client=False), null.host, null.port, seed, NULL_LABEL, live, say)
         doc = report.document(meta, merged)
-        if first:
+        if ceiling_of_another:
             say(f"ceiling: {doc['requests_per_s']:,.0f} requests/s from {doc['clients_connected']:,} connections")
         return doc
     finally:
