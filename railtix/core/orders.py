@@ -58,8 +58,8 @@ def masked(id_no: str) -> str:
     if n == 18:  # a resident id card's number, nearly every passenger's
         return id_no[:4] + "**********" + id_no[14:]
     if n <= 8:
-        return id_no[:1] + "*" * (len(id_no) - 2) + id_no[-1:]
-    return id_no[:4] + "*" * (len(id_no) - 8) + id_no[-4:]
+        return id_no[:1] + "*" * (n - 2) + id_no[-1:]
+    return id_no[:4] + "*" * (n - 8) + id_no[-4:]
 
 
 class Passenger(msgspec.Struct, frozen=True):
