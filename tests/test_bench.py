@@ -312,6 +312,21 @@ def test_bench_writer_measures_the_batch_transaction_alone(tmp_path: Path) -> No
     assert "µs per command" in r.output
 
 
+def test_bench_serving_times_the_loop_alone(tmp_path: Path) -> None:
+    """Purchases go through the writer process and refusals stop at the gate (the command
+    checks both, and every reply); the figures are the loop thread's CPU per request."""
+    out = tmp_path / "s.json"
+    r = CliRunner().invoke(bench, ["serving", "--connections", "20", "--purchases", "100", "--refusals", "100",
+                                   "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    found = msgspec.json.decode(out.read_bytes())
+    assert found["connections"] == 20 and found["purchases"] == 100 and found["refusals"] == 100
+    assert found["purchase_cpu_us"] > 0 and found["refusal_cpu_us"] > 0
+    assert "a purchase through the writer" in r.output and "a refusal at the gate" in r.output
+    r = CliRunner().invoke(bench, ["serving", "--connections", "1000", "--purchases", "29500"])
+    assert r.exit_code == 2 and "must fit 30,000 seats" in r.output
+
+
 def test_the_best_second_is_a_sliding_whole_second_of_ticks() -> None:
     from railtix.bench.report import _peak
 

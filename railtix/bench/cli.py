@@ -9,6 +9,7 @@
     railtix bench compare --models asyncio,threads --clients 1,100,1000 --slow-client
     railtix bench audit --database railtix.db
     railtix bench writer --buys 20000 --batch 400   # the batch transaction alone, no network
+    railtix bench serving                           # the serving loop's CPU per request, no sockets
 
 Exit status: 0 when the audit is clean (or could not run for want of a database: it says so),
 1 when it found a problem, 2 when the bench could not run.
@@ -216,6 +217,39 @@ def writer_command(buys: int, batch: int, seed: int, json_path: str | None) -> N
         f"{found['orders']:,} orders made); WAL pages per commit: "
         f"{found['wal_pages_per_buy_batch']} (buys), {found['wal_pages_per_pay_batch']} (pays)"
     )
+    if json_path:
+        write_json(found, json_path)
+
+
+@bench.command(name="serving")
+@click.option("--connections", type=click.IntRange(1, limits.clients_max), default=1000, show_default=True,
+              help="Connections, each sending one request per round (a closed loop at pipeline 1).")
+@click.option("--purchases", type=click.IntRange(0, 30_000), default=6000, show_default=True,
+              help="Purchases through the writer process to time.")
+@click.option("--refusals", type=click.IntRange(0, 1_000_000), default=6000, show_default=True,
+              help="Buys refused sold_out at the gate to time.")
+@click.option("--json", "json_path", default=None, help="Write the figures as JSON.")
+def serving_command(connections: int, purchases: int, refusals: int, json_path: str | None) -> None:
+    """The serving loop alone: its CPU per request, with stand-in transports instead of sockets.
+
+    Runs the asyncio model's connections on a real service with its writer process (a temporary
+    SQLite file, synchronous=FULL) and reports the CPU of the loop's thread per purchase that
+    goes through the writer and per buy refused at the gate: the numbers to read before and after
+    changing the serving path, free of the kernel's loopback and of the load generator.
+    """
+    from railtix.bench.report import write_json
+    from railtix.bench.serving import measure
+
+    if purchases + connections > 30_000:
+        raise click.BadParameter("purchases and connections together must fit 30,000 seats", param_hint="--purchases")
+    check_writable(json_path, "--json")
+    found = measure(connections, purchases, refusals, click.echo)
+    parts = []
+    if found["purchase_cpu_us"] is not None:
+        parts.append(f"a purchase through the writer {found['purchase_cpu_us']} µs")
+    if found["refusal_cpu_us"] is not None:
+        parts.append(f"a refusal at the gate {found['refusal_cpu_us']} µs")
+    click.echo("serving loop's CPU per request: " + ("; ".join(parts) or "nothing timed"))
     if json_path:
         write_json(found, json_path)
 
