@@ -104,8 +104,9 @@ class TcpConnection(asyncio.Protocol):
         out = s.output()
         if out:
             t.write(out)
-        # lines held back by the in-flight limit, while the client reads what we write
-        while s.backlog and not s.full and not self.writes_paused:
+        # lines held back by the in-flight limit, while the client reads what we write (an
+        # empty buffer, the usual case, holds none)
+        while s.codec.buffered and s.backlog and not s.full and not self.writes_paused:
             if s.receive(b""):
                 self.last_line = time.monotonic()
             out = s.output()

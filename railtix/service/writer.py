@@ -101,7 +101,7 @@ class Writer:
         with self._lock:
             if self._size >= self._queue_max or self._stopping:
                 return False
-            if self._loop is not None and not self._schedule():
+            if self._loop is not None and not self._scheduled and not self._schedule():
                 return False  # its loop is closed: taken, it would never be written
             q = self._queues.get(source)
             if q is None:
