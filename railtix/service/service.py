@@ -221,14 +221,11 @@ class Service:
         keys = self._keys
         if keys is None:
             return
-        mine: list[tuple[Command, tuple[int, str]]] = []
-        for c in commands:
-            if c.key is not None and c.session is not None:
-                mine.append((c, (c.user, c.key)))
-        with self._pending_lock:
-            others = [self._pending.get(pair, 0) > 1 for _, pair in mine]
-        for (c, pair), other in zip(mine, others, strict=True):
-            c.stored = other or keys.may_exist(*pair)
+        with self._pending_lock:  # one pass, each key's pending count read before the filter
+            pending = self._pending
+            for c in commands:
+                if c.key is not None and c.session is not None:
+                    c.stored = pending.get((c.user, c.key), 0) > 1 or keys.may_exist(c.user, c.key)
 
     def _apply(self, commands: list[Command], done: Callable[[], None]) -> None:
         """The writer's step: one transaction for the batch, then wake the waiting sessions."""
