@@ -669,7 +669,8 @@ def raise_file_limit() -> int:
     return soft
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (as `railtix serve` runs), else asyncio's."""
     try:
         import uvloop
     except ImportError:
@@ -684,7 +685,7 @@ def run_engine(spec: LoadSpec, worker: int = 0, barrier: Any = None, progress: P
     # allocates forms cycles that matter for a run bounded in time, so collect once afterwards.
     gc.disable()
     try:
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
             return runner.run(Engine(spec, worker, barrier, progress).run())
     finally:
         gc.enable()

@@ -96,10 +96,10 @@ def _wide_trains(trains: tuple[Train, ...], n: int) -> list[Train]:
 
 
 def measure(connections: int, purchases: int, refusals: int, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    from railtix.serve.asyncio_model import install_uvloop
+    from railtix.bench.load import new_loop
 
-    install_uvloop()
-    return asyncio.run(_measure(connections, purchases, refusals, echo))
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        return runner.run(_measure(connections, purchases, refusals, echo))
 
 
 async def _measure(connections: int, purchases: int, refusals: int, echo: Callable[[str], None]) -> dict[str, Any]:
