@@ -377,7 +377,7 @@ def test_the_null_server_alone_and_as_the_ceiling_of_a_run(tmp_path: Path) -> No
     doc = msgspec.json.decode(alone.read_bytes())
     assert doc["server"] == "null server" and doc["requests"] > 0 and "ceiling" not in doc
     assert "the null server, at tcp://127.0.0.1:" in r.output and "ceiling" not in r.output
-    # sized by its duration: the null server sells nothing out (test_a_rush_encodes_ahead_…)
+    # the null server sells nothing out: no pair is ever given up (how it is sized: the tests below)
     assert doc["generator"]["skipped_sold_out"] == 0
     both = tmp_path / "both.json"
     r = CliRunner().invoke(bench, ["rush", "--serve", "--ceiling", "--clients", "20", "--duration", "0.5", "--seed", "2",
@@ -390,3 +390,24 @@ def test_the_null_server_alone_and_as_the_ceiling_of_a_run(tmp_path: Path) -> No
     line = next(x for x in r.output.splitlines() if x.startswith("ceiling (null server, same load): "))
     assert f"railtix reached {c['fraction']:.1%} of it" in line
     assert doc["audit"]["clean"] is True
+
+
+def test_the_bench_tells_the_null_server_from_a_server_that_sells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sizing above depends on ``sells_out``, which the runner takes from the setup's hello:
+    false for the null server, true for railtix."""
+    from railtix.bench import runner
+
+    seen: list[bool] = []
+    real = runner.run_load
+
+    def spy(spec: object, *args: object) -> object:
+        seen.append(spec.sells_out)  # type: ignore[attr-defined]
+        return real(spec, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "run_load", spy)
+    quiet = ["--clients", "4", "--duration", "0.3", "--seed", "5", "--json", "-", "--plot", "-", "--quiet"]
+    r = CliRunner().invoke(bench, ["rush", "--target", "null", *quiet])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(bench, ["rush", "--serve", *quiet])
+    assert r.exit_code == 0, r.output
+    assert seen == [False, True]

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from railtix.bench.null_server import LABEL as NULL_LABEL
+
 _PROC = Path("/proc")
 
 #: /proc/net/tcp's state of a listening socket
@@ -109,7 +111,7 @@ def name_of(pid: int) -> str:
     if comm != "railtix" and not comm.startswith("python"):
         return comm  # a name of its own: railtix-writer
     if "railtix.bench.null_server" in words:
-        return "null server"
+        return NULL_LABEL
     if "serve" in words:  # python -m railtix serve, or the railtix script (make run)
         return "railtix serve"
     if any("resource_tracker" in w for w in words):
