@@ -377,7 +377,7 @@ def test_the_null_server_alone_and_as_the_ceiling_of_a_run(tmp_path: Path) -> No
     doc = msgspec.json.decode(alone.read_bytes())
     assert doc["server"] == "null server" and doc["requests"] > 0 and "ceiling" not in doc
     assert "the null server, at tcp://127.0.0.1:" in r.output and "ceiling" not in r.output
-    # the null server sells nothing out: no pair is ever given up (how it is sized: the tests below)
+    # the null server sells nothing out: no pair is ever given up (its sizing: the encodes_ahead and tells_the_null tests)
     assert doc["generator"]["skipped_sold_out"] == 0
     both = tmp_path / "both.json"
     r = CliRunner().invoke(bench, ["rush", "--serve", "--ceiling", "--clients", "20", "--duration", "0.5", "--seed", "2",
