@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -237,6 +238,8 @@ def test_a_served_rush_names_its_model_and_times_its_audit(tmp_path: Path) -> No
     assert doc["model"] == "threads"
     assert "(threads model)" in r.output  # the table's title
     assert doc["audit"]["clean"] is True and doc["audit"]["seconds"] >= 0
+    # the temporary database it audited is gone, and the JSON says so beside its path
+    assert doc["audit"]["removed"] is True and not os.path.exists(doc["audit"]["database"])
     lines = r.output.splitlines()
     confirmed = next(x for x in lines if x.startswith("confirmed purchases: "))
     assert f"{doc['confirmed']:,} (orders holding seats, {doc['paid']:,} of them paid)" in confirmed

@@ -85,6 +85,7 @@ def test_rush_report_has_the_keys_scripts_read(rush: dict[str, Any]) -> None:
     assert isinstance(doc["errors"], dict)
     assert doc["audit"]["oversold"] == 0 and doc["audit"]["lost"] == 0 and doc["audit"]["duplicates"] == 0
     assert doc["audit"]["clean"] is True
+    assert "removed" not in doc["audit"]  # the user's database stays, of course
     # every confirmed purchase was checked against the database
     assert doc["audit"]["checked"]["confirmed_replies"] == doc["confirmed"] + doc["generator"]["key_inconsistent"]
     assert len(doc["timeline"]["requests"]) >= 1
