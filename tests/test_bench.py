@@ -170,6 +170,15 @@ def test_generator_against_null_server_in_two_processes(null_server: Spawned, tm
     assert doc["requests"] > 0 and doc["generator"]["protocol_errors"] == 0
     assert doc["audit"]["skipped"]  # no --database and not the default target
     assert "2 load processes" in result.output
+    # both processes' latencies over time, added up: every reply of the run is in some point
+    over = doc["latency_over_time"]
+    assert over["bucket_s"] == limits.tick_s
+    for op, row in over["ops"].items():
+        assert len(row["p50"]) == len(row["p99"]) == len(row["replies"]) == len(doc["timeline"]["requests"])
+        assert all(a is None or a <= b for a, b in zip(row["p50"], row["p99"], strict=True))
+        assert sum(row["replies"]) <= doc["ops"][op]["ok"] + doc["ops"][op]["errors"]
+    busiest = max(over["ops"].values(), key=lambda r: sum(r["replies"]))
+    assert all(n > 0 for n in busiest["replies"])  # spread over the run, not piled in one point
 
 
 def test_the_cpu_line_names_a_process_that_used_a_whole_core() -> None:
@@ -328,6 +337,37 @@ def test_bench_serving_times_the_loop_alone(tmp_path: Path) -> None:
     assert "a purchase through the writer" in r.output and "a refusal at the gate" in r.output
     r = CliRunner().invoke(bench, ["serving", "--connections", "1000", "--purchases", "29500"])
     assert r.exit_code == 2 and "must fit 30,000 seats" in r.output
+
+
+def test_latency_over_time_puts_each_reply_in_the_tick_it_came_back_in() -> None:
+    from railtix.bench.load import OPS, Recorder
+    from railtix.bench.report import _merge_points, latency_over_time
+
+    buy = OPS.index("buy")
+
+    def worker(ticks: list[list[int]]) -> Recorder:
+        rec = Recorder(6)
+        for t, latencies in enumerate(ticks):
+            rec.close_ticks(t)  # as Client.reply does when the first reply of tick t comes
+            rec.lat[buy].extend(latencies)
+        return rec
+
+    # tick 0: three replies; tick 1: none; tick 2: ten at 5 ms and one at 90 ms
+    one = worker([[1000, 2000, 3000], [], [5000] * 10 + [90_000]])
+    two = worker([[4000], [], [], [7000]])
+    m = {"latency_ticks_per_point": 1,
+         "latency_by_tick": _merge_points([one.latency_by_tick(1), two.latency_by_tick(1)])}
+    row = latency_over_time(m, elapsed=1.0)["ops"]["buy"]  # four whole ticks
+    assert row["replies"] == [4, 0, 11, 1]
+    assert row["p50"] == [2.0, None, 5.0, 7.0]
+    assert row["p99"] == [4.0, None, 90.0, 7.0]
+    # two ticks a point, as a long run has: the points add their ticks up
+    m = {"latency_ticks_per_point": 2,
+         "latency_by_tick": _merge_points([one.latency_by_tick(2), two.latency_by_tick(2)])}
+    over = latency_over_time(m, elapsed=1.0)
+    assert over["bucket_s"] == 2 * limits.tick_s
+    assert over["ops"]["buy"]["replies"] == [4, 12]
+    assert over["ops"]["buy"]["p50"] == [2.0, 5.0]
 
 
 def test_the_best_second_is_a_sliding_whole_second_of_ticks() -> None:

@@ -80,5 +80,10 @@ tick_s = 0.25
 #: its later seconds are folded into the last bucket).
 timeline_seconds_max = 86_400
 
+#: Points of the latency-over-time curves at most: a run of up to 30 s gets one per timeline
+#: bucket; a longer one gets buckets of several, so that a day-long soak sends its load
+#: processes' latencies per bucket back in kilobytes, not megabytes.
+latency_points_max = 120
+
 #: Lines of audit findings kept in reports; counts are always exact.
 audit_details_max = 20

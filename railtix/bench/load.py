@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import multiprocessing as mp
 import multiprocessing.synchronize
 import resource
@@ -170,6 +171,38 @@ class Recorder:
         self.ok_by_tick = [array("l", bytes(8 * ticks)) for _ in OPS]
         self.err_by_tick = array("l", bytes(8 * ticks))
         self.last_buy_ns = 0
+        #: per kind, how many latencies were recorded by the end of each tick: replies come in
+        #: time order, so tick t's latencies are ``lat[k][cuts[k][t - 1]:cuts[k][t]]``
+        self.cuts = [array("q") for _ in OPS]
+        self.closed = 0  #: ticks whose cuts are made
+
+    def close_ticks(self, tick: int) -> None:
+        """Make the cuts of every tick before ``tick`` (called when a reply of a later tick
+        comes: once per tick, not per reply)."""
+        upto = min(tick, self.ticks)
+        while self.closed < upto:
+            for k, lat in enumerate(self.lat):
+                self.cuts[k].append(len(lat))
+            self.closed += 1
+
+    def latency_by_tick(self, ticks_per_point: int) -> dict[str, list[list[list[int]]]]:
+        """Per kind with replies, per point of ``ticks_per_point`` ticks: its latencies (µs) as
+        ``[values, counts]`` at HdrHistogram's precision, which the load processes' results add up."""
+        self.close_ticks(self.ticks)
+        out: dict[str, list[list[list[int]]]] = {}
+        for k, lat in enumerate(self.lat):
+            if not len(lat):
+                continue
+            cuts = self.cuts[k]
+            points = []
+            start = 0
+            for t in range(ticks_per_point - 1, len(cuts) + ticks_per_point - 1, ticks_per_point):
+                end = cuts[min(t, len(cuts) - 1)]
+                values, counts = _bucketed(lat[start:end])
+                points.append([values.tolist(), counts.tolist()])
+                start = end
+            out[OPS[k]] = points
+        return out
 
     def error(self, kind: int, code: str, tick: int, replied: bool = True) -> None:
         """An error by code; ``replied`` is False for requests that never got a reply
@@ -334,6 +367,8 @@ class Client(asyncio.Protocol):
             e.protocol_errors += 1
             return
         tick = (now - e.t0) // e.tick_ns  # e.tick(now), without the call: once per reply
+        if tick > rec.closed:
+            rec.close_ticks(tick)
         if not line.startswith(prefix):
             # A refusal of the whole connection (busy, timeout, shutting_down) carries no id of
             # ours: count it by its code. Anything else is a reply out of order.
@@ -434,6 +469,8 @@ class Engine:
         self.board = Board(self.plan) if self.plan.mix.hot else None
         seconds = min(limits.timeline_seconds_max, spec.duration_s + spec.drain_s + 2)
         self.rec = Recorder(int(seconds / limits.tick_s) + 1)
+        #: timeline buckets per point of the latency curves
+        self.ticks_per_point = max(1, math.ceil(spec.duration_s / limits.tick_s / limits.latency_points_max))
         self.indices = list(range(worker, spec.clients, spec.processes))
         self.clients: list[Client] = []
         self.acks: dict[bytes, str] = {}
@@ -635,6 +672,8 @@ class Engine:
             "hist": raw,
             "hist_corrected": corrected,
             "ok_by_tick": {op: list(rec.ok_by_tick[k]) for k, op in enumerate(OPS)},
+            "latency_by_tick": rec.latency_by_tick(self.ticks_per_point),
+            "latency_ticks_per_point": self.ticks_per_point,
             "err_by_tick": list(rec.err_by_tick),
             "acks": {k.decode(): v for k, v in self.acks.items()},
             "pending": {k.decode(): OPS[v] for k, v in self.pending.items()},

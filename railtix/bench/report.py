@@ -4,7 +4,8 @@ then a table for people, JSON for scripts and a PNG for the eye.
 The JSON's top level has what outside scripts read: ``confirmed_per_s``, ``latency_ms`` (per
 operation: p50, p90, p99, p999, in milliseconds), ``errors`` (count per error code) and
 ``audit`` (``oversold``, ``lost``, ``duplicates`` and the store's other checks). Every other
-figure is there too, with the timeline as rates per second over buckets of ``timeline_tick_s``.
+figure is there too, with the timeline as rates per second over buckets of ``timeline_tick_s``
+and ``latency_over_time``, each operation's p50 and p99 per bucket as measured.
 
 Rates: ``requests_per_s`` is every reply over the whole run (until the last reply);
 ``confirmed_per_s`` is confirmed purchases (``ok`` replies to first-time buys) over the selling
@@ -15,6 +16,7 @@ window, from the start until the last confirmed purchase: a rush that sells out 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import platform
 import sys
@@ -94,9 +96,66 @@ def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         m["key_inconsistent"] += [tuple(x) for x in r["key_inconsistent"]]
     m["hist"] = _histograms([r["hist"] for r in results])
     m["hist_corrected"] = _histograms([r["hist_corrected"] for r in results])
+    m["latency_ticks_per_point"] = results[0]["latency_ticks_per_point"] if results else 1
+    m["latency_by_tick"] = _merge_points([r["latency_by_tick"] for r in results])
     m["ok_by_tick"] = {op: _sum_series([r["ok_by_tick"][op] for r in results]) for op in OPS}
     m["err_by_tick"] = _sum_series([r["err_by_tick"] for r in results])
     return m
+
+
+def _merge_points(per_worker: Sequence[dict[str, list[list[list[int]]]]]) -> dict[str, list[dict[int, int]]]:
+    """The load processes' latencies per point of time, added up: per operation, per point,
+    a count per latency (µs)."""
+    out: dict[str, list[dict[int, int]]] = {}
+    for points_by_op in per_worker:
+        for op, points in points_by_op.items():
+            into = out.setdefault(op, [])
+            while len(into) < len(points):
+                into.append({})
+            for counted, (values, counts) in zip(into, points, strict=False):
+                for v, n in zip(values, counts, strict=True):
+                    counted[v] = counted.get(v, 0) + n
+    return out
+
+
+def _percentiles(counted: dict[int, int], wanted: Sequence[float]) -> list[float | None]:
+    """The latencies (ms) at the ``wanted`` percentiles of one point's counts: the smallest
+    value with at least that share of the replies at or below it, as HdrHistogram reports."""
+    total = sum(counted.values())
+    if not total:
+        return [None] * len(wanted)
+    out: list[float | None] = []
+    ordered = sorted(counted.items())
+    for p in wanted:
+        need = max(1, math.ceil(total * p / 100))
+        seen = 0
+        for v, n in ordered:
+            seen += n
+            if seen >= need:
+                out.append(round(v / 1000, 3))
+                break
+    return out
+
+
+def latency_over_time(m: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    """p50 and p99 of each operation's replies per point of time, as measured: a reply counts
+    in the point it came back in, and nothing is corrected for coordinated omission (the table's
+    figures are). Points that had no reply of an operation are null."""
+    bucket_s = limits.tick_s * m["latency_ticks_per_point"]
+    keep = max(1, int(elapsed / bucket_s))
+    ops: dict[str, dict[str, list[Any]]] = {}
+    for op in OPS:
+        points = m["latency_by_tick"].get(op)
+        if not points:
+            continue
+        points = points[:keep]
+        rows = [_percentiles(c, (50.0, 99.0)) for c in points]
+        ops[op] = {
+            "p50": [r[0] for r in rows],
+            "p99": [r[1] for r in rows],
+            "replies": [sum(c.values()) for c in points],
+        }
+    return {"bucket_s": bucket_s, "ops": ops}
 
 
 def latency(hists: dict[str, HdrHistogram]) -> dict[str, dict[str, float]]:
@@ -178,6 +237,7 @@ def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
         ),
         "errors": dict(sorted(m["errors"].items(), key=lambda kv: -kv[1])),
         "errors_by_op": m["errors_by_op"],
+        "latency_over_time": latency_over_time(m, elapsed),
         "timeline_tick_s": limits.tick_s,
         "timeline": {
             "requests": _rates([sum(v) for v in zip(*(m["ok_by_tick"][op] for op in OPS), m["err_by_tick"], strict=True)]),
@@ -386,9 +446,9 @@ def _pyplot() -> Any:
 
 
 def plot(doc: dict[str, Any], path: str) -> None:
-    """Throughput over time and latency percentiles per operation, one PNG."""
+    """Throughput over time, latency over time, and latency percentiles per operation, one PNG."""
     plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8.5))
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(11, 12.5))
     tl = doc["timeline"]
     tick = doc.get("timeline_tick_s", 1.0)
     xs = [(i + 0.5) * tick for i in range(len(tl["requests"]))]  # each bucket at its middle
@@ -415,6 +475,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     )
     top.grid(alpha=0.3)
     top.legend(loc="best", fontsize=8)
+    _latency_over_time(middle, doc)
     lat = doc["latency_ms"]
     ops = list(lat)
     width = 0.2
@@ -436,6 +497,38 @@ def plot(doc: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+#: one colour per operation in the latency curves
+_OP_COLOURS = {"search": "tab:purple", "buy": "tab:blue", "buy_again": "tab:cyan", "pay": "tab:olive",
+               "cancel": "tab:brown", "refund": "tab:pink"}
+
+
+def _latency_over_time(ax: Any, doc: dict[str, Any]) -> None:
+    """p99 (solid) and p50 (dashed) of each operation per point of time: where in the run the
+    slow replies were (the start's burst, the sell-out), which the table's percentiles cannot say."""
+    lot = doc.get("latency_over_time") or {}
+    width = lot.get("bucket_s", 1.0)
+    drawn = []
+    for op, row in lot.get("ops", {}).items():
+        xs = [(i + 0.5) * width for i in range(len(row["p99"]))]
+        colour = _OP_COLOURS.get(op)
+        for name, style in (("p99", "-"), ("p50", "--")):
+            pts = [(x, v) for x, v in zip(xs, row[name], strict=True) if v is not None]
+            if pts:
+                ax.plot([x for x, _ in pts], [v for _, v in pts], style, color=colour, label=f"{op} {name}")
+                drawn += [v for _, v in pts]
+    wide = bool(drawn) and max(drawn) > 20 * max(min(drawn), 0.001)
+    if wide:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+    ax.set_xlabel(f"seconds into the run ({width:g} s buckets)")
+    ax.set_ylabel("latency, ms" + (" (log)" if wide else ""))
+    ax.set_title("latency over time, as measured (p99 solid, p50 dashed; by when each reply came back)")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(loc="best", fontsize=8, ncol=2)
 
 
 def compare_table(rows: Sequence[dict[str, Any]]) -> Any:
