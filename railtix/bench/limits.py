@@ -80,9 +80,10 @@ tick_s = 0.25
 #: its later seconds are folded into the last bucket).
 timeline_seconds_max = 86_400
 
-#: Points of the latency-over-time curves at most: a run of up to 30 s gets one per timeline
-#: bucket; a longer one gets buckets of several, so that a day-long soak sends its load
-#: processes' latencies per bucket back in kilobytes, not megabytes.
+#: Points of the latency-over-time curves at most, over a run and its drain: a run of up to
+#: 17 s gets one per timeline bucket, a longer one a point per several. Each point goes back
+#: from a load process as one compressed histogram per operation (a few hundred bytes to a few
+#: KB), so a day-long soak's curves cost what a 30-second run's do.
 latency_points_max = 120
 
 #: Lines of audit findings kept in reports; counts are always exact.

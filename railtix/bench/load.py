@@ -172,7 +172,8 @@ class Recorder:
         self.err_by_tick = array("l", bytes(8 * ticks))
         self.last_buy_ns = 0
         #: per kind, how many latencies were recorded by the end of each tick: replies come in
-        #: time order, so tick t's latencies are ``lat[k][cuts[k][t - 1]:cuts[k][t]]``
+        #: time order, so tick t's latencies are ``lat[k][start:cuts[k][t]]``, from 0 for the
+        #: first tick and from ``cuts[k][t - 1]`` for the others
         self.cuts = [array("q") for _ in OPS]
         self.closed = 0  #: ticks whose cuts are made
 
@@ -185,21 +186,21 @@ class Recorder:
                 self.cuts[k].append(len(lat))
             self.closed += 1
 
-    def latency_by_tick(self, ticks_per_point: int) -> dict[str, list[list[list[int]]]]:
-        """Per kind with replies, per point of ``ticks_per_point`` ticks: its latencies (µs) as
-        ``[values, counts]`` at HdrHistogram's precision, which the load processes' results add up."""
+    def latency_by_tick(self, ticks_per_point: int) -> dict[str, list[str | None]]:
+        """Per kind with replies, per point of ``ticks_per_point`` ticks: an HdrHistogram of its
+        latencies (encoded, None for a point without replies), which the load processes' results
+        add up as the whole run's are."""
         self.close_ticks(self.ticks)
-        out: dict[str, list[list[list[int]]]] = {}
+        out: dict[str, list[str | None]] = {}
         for k, lat in enumerate(self.lat):
             if not len(lat):
                 continue
             cuts = self.cuts[k]
-            points = []
+            points: list[str | None] = []
             start = 0
             for t in range(ticks_per_point - 1, len(cuts) + ticks_per_point - 1, ticks_per_point):
                 end = cuts[min(t, len(cuts) - 1)]
-                values, counts = _bucketed(lat[start:end])
-                points.append([values.tolist(), counts.tolist()])
+                points.append(_encoded(lat[start:end]))
                 start = end
             out[OPS[k]] = points
         return out
@@ -469,8 +470,9 @@ class Engine:
         self.board = Board(self.plan) if self.plan.mix.hot else None
         seconds = min(limits.timeline_seconds_max, spec.duration_s + spec.drain_s + 2)
         self.rec = Recorder(int(seconds / limits.tick_s) + 1)
-        #: timeline buckets per point of the latency curves
-        self.ticks_per_point = max(1, math.ceil(spec.duration_s / limits.tick_s / limits.latency_points_max))
+        #: timeline buckets per point of the latency curves: at most ``latency_points_max``
+        #: points over all the ticks the recorder keeps
+        self.ticks_per_point = max(1, math.ceil(self.rec.ticks / limits.latency_points_max))
         self.indices = list(range(worker, spec.clients, spec.processes))
         self.clients: list[Client] = []
         self.acks: dict[bytes, str] = {}
@@ -639,10 +641,7 @@ class Engine:
             values, counts = _bucketed(rec.lat[kind])
             if not len(values):
                 continue
-            h = HdrHistogram(HIST_LOW_US, HIST_HIGH_US, HIST_DIGITS)
-            for v, n in zip(values.tolist(), counts.tolist(), strict=True):
-                h.record_value(v, n)
-            raw[op] = h.encode().decode()
+            raw[op] = _encoded(rec.lat[kind], values, counts) or ""
             if not self.open_loop and interval_us > 0:
                 hc = HdrHistogram(HIST_LOW_US, HIST_HIGH_US, HIST_DIGITS)
                 for v, n in zip(values.tolist(), counts.tolist(), strict=True):
@@ -685,6 +684,18 @@ class Engine:
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def _encoded(lat: array, values: np.ndarray | None = None, counts: np.ndarray | None = None) -> str | None:
+    """Latencies (µs) as an encoded HdrHistogram; None when there are none."""
+    if values is None or counts is None:
+        values, counts = _bucketed(lat)
+    if not len(values):
+        return None
+    h = HdrHistogram(HIST_LOW_US, HIST_HIGH_US, HIST_DIGITS)
+    for v, n in zip(values.tolist(), counts.tolist(), strict=True):
+        h.record_value(v, n)
+    return str(h.encode().decode())
 
 
 def _bucketed(lat: array) -> tuple[np.ndarray, np.ndarray]:
