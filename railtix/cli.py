@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib
+import ipaddress
 import os
 import re
 import shutil
@@ -235,6 +236,21 @@ def client_command(name: str | None = None, **attrs: Any) -> Callable[[Callable[
     return wrap
 
 
+def unreachable_message(e: Unreachable) -> str:
+    """Nothing answered: on this machine, say how to start a server; elsewhere, that the
+    address may be wrong (a mistyped host is likelier there than a stopped server)."""
+    host = e.address.rsplit(":", 1)[0].strip("[]")
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if local:
+        advice = "start it with `make run` or `railtix serve`"
+    else:
+        advice = "check the address given with --server or RAILTIX_SERVER (HOST:PORT)"
+    return f"cannot reach the server at {e.address} ({e.reason}) — {advice}"
+
+
 def fail(obj: Ctx, e: RailtixError) -> None:
     """Print a refusal and exit 1: the message and one hint, or under --json the server's reply
     itself (a refusal made here has the same shape, with ``id`` null)."""
@@ -242,13 +258,7 @@ def fail(obj: Ctx, e: RailtixError) -> None:
         reply = e.reply or {"id": None, "ok": False,
                             "error": {"code": e.code, "message": e.message, "retry": e.retry}}
         click.echo(msgspec.json.encode(reply))
-    if isinstance(e, Unreachable):
-        msg = (
-            f"cannot reach the server at {e.address} ({e.reason}) — "
-            "start it with `make run` or `railtix serve`"
-        )
-    else:
-        msg = e.message
+    msg = unreachable_message(e) if isinstance(e, Unreachable) else e.message
     if not obj.as_json or isinstance(e, Unreachable):
         click.secho(f"railtix: {msg}", fg="red", err=True)
         hint = e.hint if isinstance(e, Refused) else default_hint(obj, e.code)
@@ -495,7 +505,7 @@ def search(obj: Ctx, origin: str, destination: str, date: str | None) -> None:
             else:
                 cells.append(f"{c['left']} {yuan(c['price'])}")
         style = "dim" if t.get("departed") else ""
-        number = t["train"] + (" (left)" if t.get("departed") else "")
+        number = t["train"] + (" (departed)" if t.get("departed") else "")
         table.add_row(number, t["depart"], t["arrive"], duration(t["minutes"]), *cells, style=style)
     out.print(table)
     out.print("seats left and price per ticket; buy with: "
@@ -696,8 +706,14 @@ def change_order(obj: Ctx, op: str, order_id: str, key: str | None) -> None:
 _key_option = click.option("--key", default=None, help="Idempotency key, to repeat the request safely.")
 
 
+def _order_id(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """An order id as typed, in the server's spelling: ids are upper-case letters and digits,
+    so `eykc4svxtyi6jnvze` finds the order `EYKC4SVXTYI6JNVZE` (the server matches exactly)."""
+    return value.strip().upper()
+
+
 @client_command()
-@click.argument("order_id", metavar="ORDER")
+@click.argument("order_id", metavar="ORDER", callback=_order_id)
 @_key_option
 def pay(obj: Ctx, order_id: str, key: str | None) -> None:
     """Pay a held order; the seats are yours."""
@@ -705,7 +721,7 @@ def pay(obj: Ctx, order_id: str, key: str | None) -> None:
 
 
 @client_command()
-@click.argument("order_id", metavar="ORDER")
+@click.argument("order_id", metavar="ORDER", callback=_order_id)
 @_key_option
 def cancel(obj: Ctx, order_id: str, key: str | None) -> None:
     """Cancel a held (unpaid) order and release its seats."""
@@ -713,7 +729,7 @@ def cancel(obj: Ctx, order_id: str, key: str | None) -> None:
 
 
 @client_command()
-@click.argument("order_id", metavar="ORDER")
+@click.argument("order_id", metavar="ORDER", callback=_order_id)
 @_key_option
 def refund(obj: Ctx, order_id: str, key: str | None) -> None:
     """Refund a paid order (12306's fee tiers apply: free 8 days ahead, up to 20 % on the day)."""
@@ -772,7 +788,7 @@ def print_orders(out: Console, rows: list[dict[str, Any]], names: dict[str, str]
 
 
 @client_command()
-@click.argument("order_id", metavar="ORDER")
+@click.argument("order_id", metavar="ORDER", callback=_order_id)
 def order(obj: Ctx, order_id: str) -> None:
     """One of your orders in full."""
     token = token_for(obj)

@@ -196,6 +196,16 @@ def test_unreachable_server(cli: Run) -> None:
     assert "make run" in r.stderr and "railtix serve" in r.stderr
 
 
+def test_an_unreachable_server_elsewhere_is_not_told_to_start_here() -> None:
+    from railtix.cli import unreachable_message
+    from railtix.client import Unreachable
+
+    for here in ("127.0.0.1:5002", "localhost:5002", "[::1]:5002", "127.0.0.2:5002"):
+        assert "make run" in unreachable_message(Unreachable(here, "connection refused")), here
+    away = unreachable_message(Unreachable("nonsense:5002", "Name or service not known"))
+    assert "make run" not in away and "--server" in away and "RAILTIX_SERVER" in away
+
+
 def test_server_from_environment(cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     monkeypatch.setenv("RAILTIX_SERVER", f"127.0.0.1:{port}")
@@ -272,6 +282,10 @@ def test_order_hints_follow_the_order_state(start_server: Any, cli: Run) -> None
     assert r.exit_code == 1
     assert r.stderr.count("released") == 1, r.stderr
     assert f"railtix buy G1 --date {lapsed['date']} --from VNP --to AOH" in r.stderr
+
+    # an id typed in lower case (or with a stray space) finds the order
+    r = cli(*at, "--json", "order", f" {lapsed['order'].lower()}")
+    assert r.exit_code == 0 and as_json(r)["order"]["order"] == lapsed["order"], r.output
 
     # cancelling a cancelled order: nothing to do, and never the literal ORDER
     r = cli(*at, "cancel", lapsed["order"])

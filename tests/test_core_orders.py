@@ -178,6 +178,18 @@ def test_next_status_for_every_pair(status: Status, event: str) -> None:
             next_status(status, event)
         assert e.value.code == REFUSED[event]
         assert status.value in e.value.message
+        # doing again what was done says so, not "cannot pay it"
+        again = any(frm is not status and ev == event and to is status for (frm, ev), to in EXPECTED.items())
+        assert ("already" in e.value.message) == again, e.value.message
+
+
+def test_paying_a_paid_order_says_it_is_already_paid() -> None:
+    with pytest.raises(Refusal) as e:
+        next_status(Status.PAID, "pay", "EYKC4SVXTYI6JNVZE")
+    assert e.value.message == "order EYKC4SVXTYI6JNVZE is already paid"
+    with pytest.raises(Refusal) as e:
+        next_status(Status.REFUNDED, "pay", "EYKC4SVXTYI6JNVZE")
+    assert e.value.message == "order EYKC4SVXTYI6JNVZE is refunded; cannot pay it"
 
 
 def test_refused_codes_read_right() -> None:

@@ -680,7 +680,7 @@ def test_a_sold_out_ride_is_answered_without_the_writer_and_not_remembered(alice
     assert svc.writer.drain(wait_max_s)
     written = svc.writer.commands
     refused = c.error("sold_out", **buy(tok, "late", date, *ids(1, base=1)))
-    assert "not enough business seats on G1" in refused["error"]["message"]
+    assert "not enough business-class seats on G1" in refused["error"]["message"]
     assert svc.writer.commands == written  # the writer never saw it
     # not remembered: once seats are released, the same key asks again and gets one
     c.ok(op="cancel", token=tok, key="free-4", order=made[0])
@@ -703,7 +703,7 @@ def test_each_run_and_class_is_refused_in_its_own_words(alice: Any, clock: FakeC
     written = svc.writer.commands
     for date in (first, second, first):
         refused = c.error("sold_out", **buy(tok, f"late-{date}", date, *ids(1, base=1)))
-        assert refused["error"]["message"] == f"not enough business seats on G1 {date} for this ride"
+        assert refused["error"]["message"] == f"not enough business-class seats on G1 {date} for this ride"
     assert svc.writer.commands == written  # all three answered before the writer
     assert c.ok(**{**buy(tok, "first-class", first, *ids(1, base=5)), "class": "first"})["order"]["status"] == "held"
 
@@ -718,7 +718,7 @@ def test_without_the_key_filter_a_sold_out_ride_is_answered_by_the_writer(alice:
     assert svc.writer.drain(wait_max_s)
     written = svc.writer.commands
     refused = c.error("sold_out", **buy(tok, "late", date, *ids(1, base=1)))
-    assert "not enough business seats on G1" in refused["error"]["message"]
+    assert "not enough business-class seats on G1" in refused["error"]["message"]
     assert svc.writer.drain(wait_max_s)
     assert svc.writer.commands == written + 1  # the writer saw it
 

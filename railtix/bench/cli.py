@@ -30,6 +30,7 @@ from click.core import ParameterSource
 from railtix.bench import limits
 from railtix.bench.plan import SCENARIOS
 from railtix.bench.runner import DEFAULT_TARGET, BenchFailed, Options, execute
+from railtix.serve import DEFAULT_MODEL, MODELS
 
 
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,7 +58,8 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                           "./railtix.db when the target is 127.0.0.1:5002 and the file exists)."),
         click.option("--serve/--no-serve", default=False,
                      help="Start `railtix serve` on port 0 with a temporary database and bench that."),
-        click.option("--model", default=None, help="Serving model of the server --serve starts."),
+        click.option("--model", default=None, type=click.Choice(sorted(MODELS)),
+                     help=f"Serving model of the server --serve starts [default: {DEFAULT_MODEL}]."),
         click.option("--ceiling", is_flag=True, help="Also run the same load against the null server first."),
         click.option("--null-workers", type=click.IntRange(1, 16), default=1, show_default=True,
                      help="Processes of the null server."),

@@ -106,7 +106,7 @@ class RunState:
 def no_seats(train_no: str, date: str, seat_class: str) -> Refusal:
     """The refusal of a ride that has too few seats of the class left (also given by the
     serving side when the committed maps already say so)."""
-    return Refusal("sold_out", f"not enough {seat_class} seats on {train_no} {date} for this ride")
+    return Refusal("sold_out", f"not enough {seat_class}-class seats on {train_no} {date} for this ride")
 
 
 def run_id(train: str, date: str) -> str:

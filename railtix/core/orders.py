@@ -43,12 +43,18 @@ REFUSED: dict[str, str] = {
 }
 
 
+#: the status each event leads to, wherever it starts from
+_DONE_BY = {event: to for (_, event), to in TRANSITIONS.items()}
+
+
 def next_status(status: Status, event: str, order_id: str = "") -> Status:
     """The status after ``event``; a Refusal (and no change) when the table has no such edge."""
     try:
         return TRANSITIONS[(status, event)]
     except KeyError:
         which = f"order {order_id}" if order_id else "the order"
+        if _DONE_BY.get(event) is status:  # paying a paid order, cancelling a cancelled one
+            raise Refusal(REFUSED[event], f"{which} is already {status.value}") from None
         raise Refusal(REFUSED[event], f"{which} is {status.value}; cannot {event} it") from None
 
 
