@@ -107,6 +107,10 @@ class Refused(RailtixError):
 
 
 # --- the group -----------------------------------------------------------------------------------
+#: Characters of a command's first sentence shown in its group's listing, wrapped to the screen
+_FIRST_SENTENCE_MAX = 160
+
+
 class LazyGroup(click.Group):
     """A group whose some subcommands are imported only when invoked.
 
@@ -140,10 +144,10 @@ class LazyGroup(click.Group):
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command with the first sentence of its help, whole and wrapped (click cuts it at
+        the line's end with '...', which left half of most of ours)."""
         rows: list[tuple[str, str]] = []
-        width = formatter.width or 80
         names = self.list_commands(ctx)
-        limit = width - 6 - max((len(n) for n in names), default=0)
         for name in names:
             if name in self.lazy_subcommands:
                 rows.append((name, self.lazy_subcommands[name][1]))
@@ -151,7 +155,7 @@ class LazyGroup(click.Group):
             cmd = super().get_command(ctx, name)
             if cmd is None or cmd.hidden:
                 continue
-            rows.append((name, cmd.get_short_help_str(limit)))
+            rows.append((name, cmd.get_short_help_str(limit=_FIRST_SENTENCE_MAX)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

@@ -30,6 +30,7 @@ from click.core import ParameterSource
 from railtix.bench import limits
 from railtix.bench.plan import SCENARIOS
 from railtix.bench.runner import DEFAULT_TARGET, BenchFailed, Options, execute
+from railtix.cli import LazyGroup
 from railtix.serve import DEFAULT_MODEL, MODELS
 
 
@@ -135,7 +136,7 @@ def _output(path: str | None, default: str) -> str | None:
     return None if path in ("-", "") else path
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 def bench() -> None:
     """Load generator with a correctness audit, reports and plots."""
 
@@ -165,8 +166,18 @@ _DOCS = {
     "mixed": "12306's shape: about 90 % searches, 10 % buys, pays, cancels and refunds.",
     "soak": "The mixed load held steady at --rate requests per second for --duration seconds.",
 }
+#: what every scenario's help says after its own sentence: where the load goes, and what it leaves
+_WHERE = (
+    "\n\nThe load goes to --target, 127.0.0.1:5002 (`make run`'s server) by default; when nothing "
+    "listens there, or with --serve, the bench starts a server of its own on a temporary database "
+    "that is removed afterwards. Against a real server the load really buys: the runs a rush "
+    "picks are sold out afterwards and its users (bench-SEED-...) stay registered, so try it on a "
+    "copy of a database you care about. After the load the bench audits the server's database "
+    "(--database) and exits 1 when it finds a problem: a seat sold twice, a confirmed order lost, "
+    "a key that made two orders, a seat map that disagrees with its orders."
+)
 for _name in SCENARIOS:
-    _scenario_command(_name, _DOCS[_name])
+    _scenario_command(_name, _DOCS[_name] + _WHERE)
 
 
 @bench.command(name="audit")
