@@ -562,7 +562,7 @@ def train(obj: Ctx, number: str, date: str | None) -> None:
                       s.get("depart") or "", str(s["km"]))
     out = console()
     out.print(table)
-    out.print(f"seats: {seats}")
+    out.print(f"seats on the train: {seats}")
     if "left_whole_way" in reply:
         left = ", ".join(f"{c} {n}" for c, n in reply["left_whole_way"].items())
         out.print(f"seats free for the whole way on {reply.get('date')}: {left}")
