@@ -245,7 +245,8 @@ def unreachable_message(e: Unreachable) -> str:
     address may be wrong (a mistyped host is likelier there than a stopped server)."""
     host = e.address.rsplit(":", 1)[0].strip("[]")
     try:
-        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        ip = None if host == "localhost" else ipaddress.ip_address(host)
+        local = ip is None or ip.is_loopback or ip.is_unspecified  # 0.0.0.0 reaches this machine
     except ValueError:
         local = False
     if local:

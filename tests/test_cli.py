@@ -200,7 +200,7 @@ def test_an_unreachable_server_elsewhere_is_not_told_to_start_here() -> None:
     from railtix.cli import unreachable_message
     from railtix.client import Unreachable
 
-    for here in ("127.0.0.1:5002", "localhost:5002", "[::1]:5002", "127.0.0.2:5002"):
+    for here in ("127.0.0.1:5002", "localhost:5002", "[::1]:5002", "127.0.0.2:5002", "0.0.0.0:5002"):
         assert "make run" in unreachable_message(Unreachable(here, "connection refused")), here
     away = unreachable_message(Unreachable("nonsense:5002", "Name or service not known"))
     assert "make run" not in away and "--server" in away and "RAILTIX_SERVER" in away
