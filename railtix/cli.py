@@ -204,7 +204,7 @@ def main(ctx: click.Context, server: str, as_json: bool) -> None:
       railtix register alice
       railtix login alice
       railtix search "Beijing South" "Shanghai Hongqiao"
-      railtix buy G1 --from VNP --to AOH --passenger "Zhang San,110101199001011234"
+      railtix buy G1 --from VNP --to AOH --passenger "Zhang San,110101199001011237"
     """
     ctx.obj = Ctx(server, as_json)
 
@@ -1020,7 +1020,7 @@ def banner(address: str, database: str, model_name: str, timetable: Timetable, h
         lines += [f"  {cmd} login USER    (a user of this database; a new account: register USER)"]
     lines += [
         f'  {cmd} search "{names[a].name}" "{names[b].name}"',
-        f'  {cmd} buy {number} --from {a} --to {b} --passenger "Zhang San,110101199001011234"',
+        f'  {cmd} buy {number} --from {a} --to {b} --passenger "Zhang San,110101199001011237"',
         "stop with Ctrl-C",
     ]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from railtix.cli import main
 from railtix.client.sync import Client
 from railtix.core.inventory import fold
-from railtix.core.orders import Order, Status
+from railtix.core.orders import Order, Status, resident_id
 from railtix.core.rides import today
 from railtix.store import open_store
 from railtix.store.audit import AuditReport, audit_database, check_run
@@ -58,7 +58,7 @@ def sold(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     db = base / "railtix.db"
     server = ServerProcess(db)
     day = sale_date()
-    people = [(f"P{i}", f"1101011990010{i:05d}") for i in range(8)]
+    people = [(f"P{i}", resident_id(f"1101011990010{i:04d}")) for i in range(8)]
     try:
         with Client(server.host, server.port, timeout=20.0) as c:
             c.register("auditor", PASSWORD)
@@ -276,7 +276,7 @@ def test_auditing_a_live_database_raises_no_false_alarm(start_server: Any) -> No
                 for i in range(300):  # bounded
                     if stop.is_set():
                         return
-                    o = c.buy("G1", day, "VNP", "NKH" if i % 2 else "AOH", [(f"Q{i}", f"2201011990{i:08d}")])
+                    o = c.buy("G1", day, "VNP", "NKH" if i % 2 else "AOH", [(f"Q{i}", resident_id(f"2201011990{i:07d}"))])
                     if i % 3 == 0:
                         c.cancel(o["order"]["order"])
         except BaseException as e:  # reported by the test below

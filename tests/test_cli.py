@@ -35,8 +35,8 @@ from railtix.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 wait_s = 20.0
-ZHANG = "Zhang San,110101199001011234"
-LI = "Li Si,110101199001015678"
+ZHANG = "Zhang San,110101199001011237"
+LI = "Li Si,110101199001015676"
 
 Run = Callable[..., Result]
 
@@ -356,7 +356,7 @@ def test_audit_never_creates_what_it_audits(cli: Run, tmp_path: Path) -> None:
     "args",
     [
         ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", "no comma here"],
-        ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", "Zhang San,110101199001011234,extra"],
+        ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", "Zhang San,110101199001011237,extra"],
         ["buy", "G1", "--from", "VNP", "--to", "AOH", "--passenger", "Zhang San,1101-0119"],
         ["bench", "rush", "--model", "threads"],  # --model is for the server --serve starts
         ["bench", "rush", "--serve", "--target", "tcp://127.0.0.1:5003"],

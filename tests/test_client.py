@@ -27,8 +27,8 @@ from railtix.service.service import Service
 wait_s = 20.0
 
 PASSWORD = "correct horse"
-ZHANG = ("Zhang San", "110101199001011234")
-LI = ("Li Si", "110101199001015678")
+ZHANG = ("Zhang San", "110101199001011237")
+LI = ("Li Si", "110101199001015676")
 
 
 def sale_date(days: int = 1) -> str:

@@ -50,7 +50,7 @@ def line(obj: Any) -> bytes:
 BUY = {
     "op": "buy", "id": 3, "token": "t", "key": "k1", "train": "G1", "date": "2026-06-02",
     "from": "VNP", "to": "AOH", "class": "second",
-    "passengers": [{"name": "张三", "id_no": "110101199001011234"}], "seats": ["F"],
+    "passengers": [{"name": "张三", "id_no": "110101199001011237"}], "seats": ["F"],
 }
 
 
@@ -488,7 +488,7 @@ def test_an_order_renders_as_the_protocol_shows_it() -> None:
     from railtix.wire.tcp import ok_body
 
     t0 = 1_790_000_000.0
-    tickets = (Ticket("王伟", "110101199003071234", 17, 3, "04F", 55350), Ticket("Li Na", "E1234567", 18, 3, "05A", 55350))
+    tickets = (Ticket("王伟", "110101199003071233", 17, 3, "04F", 55350), Ticket("Li Na", "E1234567", 18, 3, "05A", 55350))
     held = Order(id="E01ABCDEFGHJKMNPQ", user=3, run="G1@2026-12-01", train="G1", date="2026-12-01", start=0,
                  end=3, origin="VNP", destination="AOH", seat_class="second", tickets=tickets, status=Status.HELD,
                  created=t0, hold_until=t0 + 1800, departs=t0 + 86400)
@@ -499,7 +499,7 @@ def test_an_order_renders_as_the_protocol_shows_it() -> None:
         "order": "E01ABCDEFGHJKMNPQ", "train": "G1", "date": "2026-12-01", "from": "VNP", "to": "AOH",
         "class": "second", "departs": "2026-09-22T22:13:20+08:00",
         "tickets": [
-            {"passenger": "王伟", "id_no": "1101**********1234", "coach": 3, "seat": "04F", "price": 55350},
+            {"passenger": "王伟", "id_no": "1101**********1233", "coach": 3, "seat": "04F", "price": 55350},
             {"passenger": "Li Na", "id_no": "E******7", "coach": 3, "seat": "05A", "price": 55350},
         ],
         "price": 110700, "created": "2026-09-21T22:13:20+08:00",

@@ -222,7 +222,7 @@ def test_order_price_is_the_sum_of_tickets() -> None:
 @pytest.mark.parametrize(
     ("id_no", "shown"),
     [
-        ("110101199001011234", "1101**********1234"),  # a resident id card: 18 characters
+        ("110101199001011237", "1101**********1237"),  # a resident id card: 18 characters
         ("11010119900101123", "1101*********1123"),
         ("1101011990010112345", "1101***********2345"),
         ("E1234567X", "E123*567X"),
@@ -232,3 +232,19 @@ def test_order_price_is_the_sum_of_tickets() -> None:
 )
 def test_id_numbers_are_shown_masked(id_no: str, shown: str) -> None:
     assert masked(id_no) == shown
+
+
+def test_id_numbers_of_the_resident_card_shape_must_carry_their_check_character() -> None:
+    from railtix.core.orders import id_check_fails, resident_id
+
+    good = resident_id("11010519491231002")
+    assert good == "11010519491231002X"  # GB 11643's own example
+    assert not id_check_fails(good) and not id_check_fails(good.lower())  # x or X
+    for i in range(17):  # any one digit mistyped is caught (a weight is never a multiple of 11)
+        typo = good[:i] + str((int(good[i]) + 1) % 10) + good[i + 1:]
+        assert id_check_fails(typo), typo
+    assert id_check_fails(good[:17] + "7")
+    # other documents' numbers have other shapes and no check here
+    for other in ("E12345678", "H1234567890", "1234", "11010519491231002X3", "A1010519491231002X"):
+        assert not id_check_fails(other), other
+

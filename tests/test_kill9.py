@@ -215,7 +215,7 @@ def test_a_restart_after_kill9_serves_what_was_confirmed(tmp_path: Path, start_s
         token = c.login("once")
         oid = c.ok(op="buy", token=token, key="k", train="G1", date=sale_date(3),
                    **{"from": "VNP", "to": "AOH", "class": "business"},
-                   passengers=[{"name": "张三", "id_no": "110101199001011234"}])["order"]["order"]
+                   passengers=[{"name": "张三", "id_no": "110101199001011237"}])["order"]["order"]
     first.kill()
     second: ServerProcess = start_server(db)
     with second.client() as c:

@@ -19,6 +19,7 @@ from conftest import FakeClock, SessionClient, tiny_timetable, wait_max_s
 
 from railtix import limits
 from railtix.core.errors import Refusal
+from railtix.core.orders import resident_id
 from railtix.core.timetable import round_half_yuan
 from railtix.wire.tcp import error_body
 
@@ -49,7 +50,7 @@ def no_id(reply: dict[str, Any]) -> dict[str, Any]:
 
 
 def ids(n: int, base: int = 0) -> list[str]:
-    return [f"110101199{base + i:09d}" for i in range(n)]
+    return [resident_id(f"110101199{base + i:08d}") for i in range(n)]
 
 
 @pytest.fixture(params=["thread", "process", "process-on-a-loop"])
@@ -661,6 +662,23 @@ def test_the_writer_process_publishes_what_it_committed_and_forgets_past_days(
     assert f"G1@{first_day}" not in svc.cache._runs
 
 
+def test_a_mistyped_resident_id_number_is_refused_and_changes_nothing(alice: Any, clock: FakeClock) -> None:
+    svc, c, tok = alice
+    date = clock.date(1)
+    good = ids(2, base=77)
+    typo = good[1][:16] + str((int(good[1][16]) + 1) % 10) + good[1][17]  # one digit off
+    before = left(c, date)
+    refused = c.error("invalid_field", **buy(tok, "typo", date, good[0], typo))
+    assert "fails its check character" in refused["error"]["message"]
+    assert typo not in refused["error"]["message"]  # named masked, as everywhere else
+    assert left(c, date) == before
+    # not remembered under the key: corrected, the same key buys
+    assert c.ok(**buy(tok, "typo", date, *good))["order"]["status"] == "held"
+    # a lower-case x is the same check character; other documents are not checked
+    x = next(p for p in ids(40, base=300) if p.endswith("X"))
+    c.ok(**buy(tok, "x", date, x.lower(), "E12345678"))
+
+
 # --- sold out before the writer --------------------------------------------------------------------
 def sell_out_business(c: SessionClient, tok: str, date: str, keep: int = 0, keys: str = "fill") -> list[str]:
     """Hold every business seat of G1 but ``keep``, in orders of four; returns the order ids."""
@@ -915,7 +933,7 @@ def test_a_pay_after_its_buy_needs_no_read_of_the_order(
     for n in range(3):
         bought.append(c.ok(op="buy", token=token, key=f"b{n}", train="T1", date=clock.date(1),
                            **{"from": "AAA", "to": "CCC", "class": "business"},
-                           passengers=[{"name": "P", "id_no": f"33010119900101{n:04d}"}])["order"]["order"])
+                           passengers=[{"name": "P", "id_no": resident_id(f"33010119900101{n:03d}")}])["order"]["order"])
     assert c.ok(op="pay", token=token, key="p0", order=bought[0])["order"]["status"] == "paid"
     assert c.ok(op="cancel", token=token, key="c1", order=bought[1])["order"]["status"] == "cancelled"
     assert read == []  # the writer's own commits, kept
@@ -943,8 +961,8 @@ def test_views_count_seats_as_their_maps_do(make_service: Any, clock: FakeClock,
     for n, (a, b) in enumerate([(0, 2), (1, 4), (2, 3), (0, 4), (3, 4), (1, 2)]):
         reply = c.call(op="buy", token=token, key=f"b{n}", train="T1", date=clock.date(1),
                        **{"from": stops[a], "to": stops[b], "class": "second" if n % 2 else "business"},
-                       passengers=[{"name": "P", "id_no": f"33010119900101{n:04d}"},
-                                   {"name": "Q", "id_no": f"33010119900102{n:04d}"}])
+                       passengers=[{"name": "P", "id_no": resident_id(f"33010119900101{n:03d}")},
+                                   {"name": "Q", "id_no": resident_id(f"33010119900102{n:03d}")}])
         assert reply["ok"], reply
         made.append(reply["order"]["order"])
     c.ok(op="cancel", token=token, key="c0", order=made[1])

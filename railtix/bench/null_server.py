@@ -62,7 +62,7 @@ def canned_bodies() -> dict[bytes, bytes]:
     order = Order(
         id="ENULLNULLNULLNULL", user=1, run=f"G1@{day}", train="G1", date=day, start=0,
         end=len(g1.stops) - 1, origin=g1.stops[0].station, destination=g1.stops[-1].station,
-        seat_class="second", tickets=(Ticket("张三", "110101199003074518", 0, 5, "12F", 55300),),
+        seat_class="second", tickets=(Ticket("张三", "110101199003074514", 0, 5, "12F", 55300),),
         status=Status.HELD, created=now, hold_until=now + 1800, departs=departs,
     )
     order_body = render.order_body(order)

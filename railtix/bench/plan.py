@@ -27,6 +27,7 @@ import msgspec
 
 from railtix import limits as server_limits
 from railtix.bench import limits
+from railtix.core.orders import ID_CHECK, ID_WEIGHTS
 from railtix.core.timetable import LETTERS_BY_CLASS, Timetable
 
 SCENARIOS = ("rush", "mixed", "soak")
@@ -157,9 +158,6 @@ _GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英�
 _NAMES = tuple(s + g for s in _SURNAMES for g in (*_GIVEN, *(a + b for a in _GIVEN[:8] for b in _GIVEN[8:16])))
 
 
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-
-
 def id_number(seed: int, client: int, k: int) -> str:
     """A fresh 18-character id number: 17 digits unique to (seed, client, k) and the check digit.
 
@@ -185,16 +183,13 @@ class _IdNumbers:
     def __call__(self, k: int) -> str:
         assert 0 <= k < 10**7, "too many passengers for one client"
         total = self.fixed + _weighted(k // 10**4, 6, 3) + _weighted(k % 10**4, 9, 4)
-        return f"{self.prefix}{k:07d}{self.suffix}{_CHECK[total % 11]}"
-
-
-_CHECK = "10X98765432"
+        return f"{self.prefix}{k:07d}{self.suffix}{ID_CHECK[total % 11]}"
 
 
 @cache
 def _weights_table(start: int, width: int) -> tuple[int, ...]:
     """Weighted digit sums of every ``width``-digit number at positions start.. of the body."""
-    w = _ID_WEIGHTS[start : start + width]
+    w = ID_WEIGHTS[start : start + width]
     table = []
     for v in range(10**width):
         total = 0

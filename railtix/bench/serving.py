@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from railtix.core import rides
+from railtix.core.orders import resident_id
 from railtix.core.timetable import Train
 
 _encoder = msgspec.json.Encoder()
@@ -157,7 +158,7 @@ async def _measure(connections: int, purchases: int, refusals: int, echo: Callab
                 return _encoder.encode({
                     "id": k, "op": "buy", "token": token, "key": f"k{k}", "train": train.number, "date": date,
                     "from": train.stops[0].station, "to": train.stops[-1].station, "class": seat_class,
-                    "passengers": [{"name": "王伟", "id_no": f"1101{k:010d}{p:03d}X"} for p in range(passengers)],
+                    "passengers": [{"name": "王伟", "id_no": resident_id(f"1101{k:010d}{p:03d}")} for p in range(passengers)],
                 }) + b"\n"
 
             runs = [(t, d) for t in trains for d in dates]

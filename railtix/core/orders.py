@@ -8,6 +8,7 @@ or paid) own seat-segments; every other status has given them back.
 from __future__ import annotations
 
 import enum
+import operator
 
 import msgspec
 
@@ -56,6 +57,28 @@ def next_status(status: Status, event: str, order_id: str = "") -> Status:
         if _DONE_BY.get(event) is status:  # paying a paid order, cancelling a cancelled one
             raise Refusal(REFUSED[event], f"{which} is already {status.value}") from None
         raise Refusal(REFUSED[event], f"{which} is {status.value}; cannot {event} it") from None
+
+
+#: GB 11643 (ISO 7064 MOD 11-2): the weights of an 18-character id number's first 17 digits,
+#: and the check character that each remainder of their weighted sum mod 11 calls for
+ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+ID_CHECK = "10X98765432"
+
+
+def id_check_fails(id_no: str) -> bool:
+    """True for a number shaped as a resident identity card's (17 digits, then a check
+    character) whose check character is wrong: a mistyped digit. 12306 refuses those before
+    selling a ticket that would not pass the gate at the station. Numbers of other shapes
+    (passports, permits) have no such check here."""
+    if len(id_no) != 18 or not id_no[:17].isdigit():
+        return False
+    return resident_id(id_no[:17])[17] != id_no[17].upper()
+
+
+def resident_id(digits: str) -> str:
+    """17 digits with their check character: an 18-character id number that passes the check."""
+    assert len(digits) == 17 and digits.isdigit(), digits
+    return digits + ID_CHECK[sum(map(operator.mul, map(int, digits), ID_WEIGHTS)) % 11]
 
 
 def masked(id_no: str) -> str:

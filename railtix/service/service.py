@@ -25,6 +25,7 @@ from railtix import limits
 from railtix.core import rides
 from railtix.core.errors import Refusal
 from railtix.core.inventory import no_seats
+from railtix.core.orders import id_check_fails, masked
 from railtix.core.seats import available
 from railtix.core.timetable import Timetable, ride_mask, validate
 from railtix.service import auth, keyfilter
@@ -409,6 +410,13 @@ class Service:
                     return
                 self._replay(session, req, stored)
                 return
+            for p in req.passengers:  # after the gate: a refusal there needs no arithmetic
+                if id_check_fails(p.id_no):
+                    raise Refusal(
+                        "invalid_field",
+                        f"passengers: {p.name}'s id number {masked(p.id_no)} fails its check character "
+                        "(GB 11643): a digit may be mistyped",
+                    )
         op = req.__struct_config__.tag
         assert op in MUTATIONS
         command = Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=fingerprint(req))
