@@ -248,3 +248,15 @@ def test_id_numbers_of_the_resident_card_shape_must_carry_their_check_character(
     for other in ("E12345678", "H1234567890", "1234", "11010519491231002X3", "A1010519491231002X"):
         assert not id_check_fails(other), other
 
+
+def test_the_check_character_is_gb_11643_s_weighted_sum() -> None:
+    """The check reads the digits as one base-13 number; this is the standard's sum spelt out."""
+    import random
+
+    from railtix.core.orders import ID_CHECK, ID_WEIGHTS, resident_id
+
+    rng = random.Random(11643)
+    for _ in range(5_000):
+        digits = "".join(rng.choice("0123456789") for _ in range(17))
+        assert resident_id(digits)[17] == ID_CHECK[sum(int(d) * w for d, w in zip(digits, ID_WEIGHTS, strict=True)) % 11]
+

