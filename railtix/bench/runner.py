@@ -227,8 +227,9 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
             if database is not None:
                 live(f"auditing {database} …")
             doc["audit"] = _audit(database, merged, users)
-            if spawned is not None and spawned.owns_database and "database" in doc["audit"]:
-                doc["audit"]["removed"] = True  # the temporary database goes with its server
+            if spawned is not None and spawned.owns_database and spawned.database:
+                remove_database(spawned.database)  # audited: the temporary database is done with
+                doc["audit"]["removed"] = not os.path.exists(spawned.database)
             if ceiling_doc is not None:
                 rps = ceiling_doc["requests_per_s"]
                 doc["ceiling"] = {
