@@ -239,7 +239,8 @@ def test_id_numbers_of_the_resident_card_shape_must_carry_their_check_character(
 
     good = resident_id("11010519491231002")
     assert good == "11010519491231002X"  # GB 11643's own example
-    assert not id_check_fails(good) and not id_check_fails(good.lower())  # x or X
+    assert not id_check_fails(good)
+    assert id_check_fails(good.lower())  # X as on the card: the passenger rules compare exactly
     for i in range(17):  # any one digit mistyped is caught (a weight is never a multiple of 11)
         typo = good[:i] + str((int(good[i]) + 1) % 10) + good[i + 1:]
         assert id_check_fails(typo), typo

@@ -674,9 +674,30 @@ def test_a_mistyped_resident_id_number_is_refused_and_changes_nothing(alice: Any
     assert left(c, date) == before
     # not remembered under the key: corrected, the same key buys
     assert c.ok(**buy(tok, "typo", date, *good))["order"]["status"] == "held"
-    # a lower-case x is the same check character; other documents are not checked
+    # the check character X is upper case, as on the card (an x would be another person to the
+    # passenger rules), and the refusal says so; other documents are not checked
     x = next(p for p in ids(40, base=300) if p.endswith("X"))
-    c.ok(**buy(tok, "x", date, x.lower(), "E12345678"))
+    refused = c.error("invalid_field", **buy(tok, "x", date, x.lower()))
+    assert refused["error"]["message"].startswith("passengers[0].id_no: ")
+    assert "upper case" in refused["error"]["message"]
+    c.ok(**buy(tok, "x", date, x, "E12345678"))
+
+
+def test_a_buy_remembered_before_id_numbers_were_checked_still_gets_its_first_reply(
+    alice: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key is kept for ever: a retry of a buy made before this check existed answers as the
+    first try did, though its number would now be refused."""
+    import railtix.service.service as service_module
+
+    svc, c, tok = alice
+    date = clock.date(1)
+    old = "110101199001011234"  # a number with a wrong check character, as once accepted
+    monkeypatch.setattr(service_module, "id_check_fails", lambda id_no: False)
+    first = c.ok(**buy(tok, "before", date, old))
+    monkeypatch.undo()
+    assert no_id(c.ok(**buy(tok, "before", date, old))) == no_id(first)
+    assert c.error("invalid_field", **buy(tok, "after", date, old))  # a new key is checked
 
 
 # --- sold out before the writer --------------------------------------------------------------------

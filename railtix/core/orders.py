@@ -68,8 +68,10 @@ def id_check_fails(id_no: str) -> bool:
     """True for a number shaped as a resident identity card's (17 digits, then a check
     character) whose check character is wrong: a mistyped digit. 12306 refuses those before
     selling a ticket that would not pass the gate at the station. Numbers of other shapes
-    (passports, permits) have no such check here."""
-    return len(id_no) == 18 and id_no[:17].isdigit() and _check_character(id_no[:17]) != id_no[17].upper()
+    (passports, permits) have no such check here. The check character X is upper case, as
+    printed on the card: the passenger rules compare numbers exactly, so an x would be another
+    person to them."""
+    return len(id_no) == 18 and id_no[:17].isdigit() and _check_character(id_no[:17]) != id_no[17]
 
 
 def resident_id(digits: str) -> str:
