@@ -645,7 +645,8 @@ def parse_passenger(text: str) -> dict[str, str]:
             f"{id_no!r} is not an id number (4 to {limits.id_no_length_max} letters and digits)",
             param_hint="--passenger",
         )
-    return {"name": name, "id_no": id_no}
+    # as printed on the document: a resident id card's X, and a passport's letters, are upper case
+    return {"name": name, "id_no": id_no.upper()}
 
 
 @client_command()

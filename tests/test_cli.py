@@ -352,6 +352,14 @@ def test_audit_never_creates_what_it_audits(cli: Run, tmp_path: Path) -> None:
     assert empty.stat().st_size == 0 and other.read_bytes() == before
 
 
+def test_a_passenger_s_id_number_is_sent_as_printed_on_the_document() -> None:
+    from railtix.cli import parse_passenger
+
+    # the resident id card's check character X (the server refuses an x), a passport's letters
+    assert parse_passenger(" 张三 , 11010519491231002x ") == {"name": "张三", "id_no": "11010519491231002X"}
+    assert parse_passenger("Li Na,e12345678") == {"name": "Li Na", "id_no": "E12345678"}
+
+
 @pytest.mark.parametrize(
     "args",
     [
