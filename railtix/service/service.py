@@ -58,9 +58,9 @@ def fingerprint(req: Any) -> str:
     return hashlib.blake2b(_fingerprint_encoder.encode(same), digest_size=12).hexdigest()
 
 
-def _check_failed(i: int, id_no: str) -> str:
+def _check_failed(i: int, name: str, id_no: str) -> str:
     """Why passenger ``i``'s id number was refused: its check character, or its case."""
-    what = f"passengers[{i}].id_no: {masked(id_no)} fails its check character (GB 11643)"
+    what = f"passengers[{i}].id_no: {name}'s number {masked(id_no)} fails its check character (GB 11643)"
     if id_no[17] == "x" and not id_check_fails(id_no[:17] + "X"):
         return f"{what}: write the X in upper case"
     return f"{what}: a digit may be mistyped"
@@ -425,7 +425,7 @@ class Service:
                     if stored is not None:
                         self._replay(session, req, stored)
                         return
-                    raise Refusal("invalid_field", _check_failed(i, p.id_no))
+                    raise Refusal("invalid_field", _check_failed(i, p.name, p.id_no))
         op = req.__struct_config__.tag
         assert op in MUTATIONS
         command = Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=fingerprint(req))
