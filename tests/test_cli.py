@@ -188,6 +188,18 @@ def test_a_search_with_no_train_names_the_stations_it_understood(start_server: A
     assert "no train runs this way" in r.stdout
 
 
+def test_group_help_shows_each_command_s_first_sentence_whole(cli: Run) -> None:
+    """click cuts a listing's help at the line's end with '...'; ours wrap it instead."""
+    for args, sentence in (
+        (("--help",), "Refund a paid order (12306's fee tiers apply: free 8 days ahead, up to 20 % on the day)"),
+        (("bench", "--help"), "The write path alone: rush buys straight into the batch transaction, no network"),
+    ):
+        r = cli(*args)
+        assert r.exit_code == 0, r.output
+        listing = " ".join(r.stdout.partition("Commands:")[2].split())
+        assert sentence in listing and "..." not in listing, listing
+
+
 def test_unreachable_server(cli: Run) -> None:
     port = free_port()
     r = cli("--server", f"127.0.0.1:{port}", "search", "VNP", "AOH")

@@ -198,9 +198,10 @@ class Recorder:
             cuts = self.cuts[k]
             points: list[str | None] = []
             start = 0
-            for t in range(ticks_per_point - 1, len(cuts) + ticks_per_point - 1, ticks_per_point):
-                end = cuts[min(t, len(cuts) - 1)]
-                points.append(_encoded(lat[start:end]))
+            for first in range(0, len(cuts), ticks_per_point):
+                end = cuts[min(first + ticks_per_point, len(cuts)) - 1]  # where the point's last tick ends
+                values, counts = _bucketed(lat[start:end])
+                points.append(_encoded(values, counts) if len(values) else None)
                 start = end
             out[OPS[k]] = points
         return out
@@ -641,7 +642,7 @@ class Engine:
             values, counts = _bucketed(rec.lat[kind])
             if not len(values):
                 continue
-            raw[op] = _encoded(rec.lat[kind], values, counts) or ""
+            raw[op] = _encoded(values, counts)
             if not self.open_loop and interval_us > 0:
                 hc = HdrHistogram(HIST_LOW_US, HIST_HIGH_US, HIST_DIGITS)
                 for v, n in zip(values.tolist(), counts.tolist(), strict=True):
@@ -686,12 +687,8 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _encoded(lat: array, values: np.ndarray | None = None, counts: np.ndarray | None = None) -> str | None:
-    """Latencies (µs) as an encoded HdrHistogram; None when there are none."""
-    if values is None or counts is None:
-        values, counts = _bucketed(lat)
-    if not len(values):
-        return None
+def _encoded(values: np.ndarray, counts: np.ndarray) -> str:
+    """Bucketed latencies (``_bucketed``) as an encoded HdrHistogram."""
     h = HdrHistogram(HIST_LOW_US, HIST_HIGH_US, HIST_DIGITS)
     for v, n in zip(values.tolist(), counts.tolist(), strict=True):
         h.record_value(v, n)

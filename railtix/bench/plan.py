@@ -20,14 +20,13 @@ import random
 from bisect import bisect
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 from itertools import accumulate, islice
 
 import msgspec
 
 from railtix import limits as server_limits
 from railtix.bench import limits
-from railtix.core.orders import ID_CHECK, ID_WEIGHTS
+from railtix.core.orders import resident_id
 from railtix.core.timetable import LETTERS_BY_CLASS, Timetable
 
 SCENARIOS = ("rush", "mixed", "soak")
@@ -169,39 +168,18 @@ def id_number(seed: int, client: int, k: int) -> str:
 
 
 class _IdNumbers:
-    """``id_number`` for one (seed, client), with the fixed digits' weighted sum done once."""
+    """``id_number`` for one (seed, client), its fixed digits formatted once."""
 
-    __slots__ = ("prefix", "suffix", "fixed")
+    __slots__ = ("prefix", "suffix")
 
     def __init__(self, seed: int, client: int) -> None:
         assert 0 <= client < limits.clients_max <= 10**4
-        s = seed % 10**6
-        self.prefix = f"{s:06d}"
+        self.prefix = f"{seed % 10**6:06d}"
         self.suffix = f"{client:04d}"
-        self.fixed = _weighted(s // 10**4, 0, 2) + _weighted(s % 10**4, 2, 4) + _weighted(client, 13, 4)
 
     def __call__(self, k: int) -> str:
         assert 0 <= k < 10**7, "too many passengers for one client"
-        total = self.fixed + _weighted(k // 10**4, 6, 3) + _weighted(k % 10**4, 9, 4)
-        return f"{self.prefix}{k:07d}{self.suffix}{ID_CHECK[total % 11]}"
-
-
-@cache
-def _weights_table(start: int, width: int) -> tuple[int, ...]:
-    """Weighted digit sums of every ``width``-digit number at positions start.. of the body."""
-    w = ID_WEIGHTS[start : start + width]
-    table = []
-    for v in range(10**width):
-        total = 0
-        for k in range(width - 1, -1, -1):
-            v, d = divmod(v, 10)
-            total += d * w[k]
-        table.append(total)
-    return tuple(table)
-
-
-def _weighted(value: int, start: int, width: int) -> int:
-    return _weights_table(start, width)[value]
+        return resident_id(f"{self.prefix}{k:07d}{self.suffix}")
 
 
 def _segment(pick: Callable[[int], int], stops: int) -> tuple[int, int]:

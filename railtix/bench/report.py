@@ -104,21 +104,15 @@ def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _merge_points(per_worker: Sequence[dict[str, list[str | None]]]) -> dict[str, list[HdrHistogram | None]]:
-    """The load processes' latencies per point of time, added up: per operation, per point,
-    one histogram (None where no process had a reply)."""
-    out: dict[str, list[HdrHistogram | None]] = {}
-    for points_by_op in per_worker:
-        for op, points in points_by_op.items():
-            into = out.setdefault(op, [])
-            while len(into) < len(points):
-                into.append(None)
-            for i, text in enumerate(points):
-                if text is None:
-                    continue
-                if into[i] is None:
-                    into[i] = HdrHistogram(HIST_LOW_US, HIST_HIGH_US, HIST_DIGITS)
-                into[i].add(HdrHistogram.decode(text.encode()))  # type: ignore[union-attr]
-    return out
+    """The load processes' latencies per point of time, added up as the whole run's are
+    (``_histograms``, point by point): per operation, per point, one histogram (None where no
+    process had a reply)."""
+    points = max((len(p) for w in per_worker for p in w.values()), default=0)
+    merged = [
+        _histograms([{op: t for op, p in w.items() if i < len(p) and (t := p[i]) is not None} for w in per_worker])
+        for i in range(points)
+    ]
+    return {op: [m.get(op) for m in merged] for w in per_worker for op in w}
 
 
 def latency_over_time(m: dict[str, Any], elapsed: float) -> dict[str, Any]:

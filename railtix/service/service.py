@@ -400,32 +400,24 @@ class Service:
             except Refusal:
                 # a retry of a buy that succeeded gets its first reply, even once the train
                 # has left or the date has passed
-                stored = self.store.stored_reply(user, req.key)
-                if stored is None:
+                if not self._answered_before(session, req, user):
                     raise
-                self._replay(session, req, stored)
                 return
-            keys = self._keys
-            if keys is not None and self._hopeless(ride, req) and (user, req.key) not in self._pending:
+            if self._keys is not None and self._hopeless(ride, req) and (user, req.key) not in self._pending:
                 # sold out as of the last commit: answered here, without the writer (see
                 # docs/decisions.md). A key that already has a reply gets that reply instead.
                 # Only with the key filter: without it every refusal would read the store on
                 # this loop (a round trip to PostgreSQL), and the writer's batch reads keys
                 # far more cheaply.
-                stored = self.store.stored_reply(user, req.key) if keys.may_exist(user, req.key) else None
-                if stored is None:
+                if not self._answered_before(session, req, user):
                     session.reply(with_id(req.id, self._sold_out(ride.train.number, ride.date, req.seat_class)))
-                    return
-                self._replay(session, req, stored)
                 return
             for i, p in enumerate(req.passengers):  # after the gate: a refusal there needs no arithmetic
                 if id_check_fails(p.id_no):
                     # a buy remembered before numbers were checked still answers as it did
-                    stored = self.store.stored_reply(user, req.key) if keys is None or keys.may_exist(user, req.key) else None
-                    if stored is not None:
-                        self._replay(session, req, stored)
-                        return
-                    raise Refusal("invalid_field", _check_failed(i, p.name, p.id_no))
+                    if not self._answered_before(session, req, user):
+                        raise Refusal("invalid_field", _check_failed(i, p.name, p.id_no))
+                    return
         op = req.__struct_config__.tag
         assert op in MUTATIONS
         command = Command(op, source=id(session), user=user, req=req, ride=ride, key=req.key, fingerprint=fingerprint(req))
@@ -441,6 +433,19 @@ class Service:
                 self._sold_out_bodies.clear()  # most as many as rides remembered, and as cheap
             body = self._sold_out_bodies[key] = error_body(no_seats(train, date, seat_class))
         return body
+
+    def _answered_before(self, session: Session, req: m.Buy, user: int) -> bool:
+        """Answer a buy refused before the writer with the reply remembered under its key, if
+        it has one (a retry answers as its first try did); False when it has none. The key
+        filter, where there is one, spares the store's read for a key never used."""
+        keys = self._keys
+        if keys is not None and not keys.may_exist(user, req.key):
+            return False
+        stored = self.store.stored_reply(user, req.key)
+        if stored is None:
+            return False
+        self._replay(session, req, stored)
+        return True
 
     @staticmethod
     def _replay(session: Session, req: m.Buy, stored: tuple[str, bytes]) -> None:
