@@ -250,6 +250,15 @@ def test_id_numbers_of_the_resident_card_shape_must_carry_their_check_character(
         assert not id_check_fails(other), other
 
 
+def test_a_number_is_refused_with_a_lower_case_letter_or_a_wrong_check_character() -> None:
+    from railtix.core.orders import id_refused, resident_id
+
+    for fine in (resident_id("11010519491231002"), resident_id("11010119900307123"), "E12345678", "1234"):
+        assert not id_refused(fine), fine
+    for refused in ("e12345678", "E1234567a", "11010519491231002x", "110105194912310027"):
+        assert id_refused(refused), refused
+
+
 def test_the_check_character_is_gb_11643_s_weighted_sum() -> None:
     """The check reads the digits as one base-13 number; this is the standard's sum spelt out."""
     import random

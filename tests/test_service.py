@@ -693,11 +693,32 @@ def test_a_buy_remembered_before_id_numbers_were_checked_still_gets_its_first_re
     svc, c, tok = alice
     date = clock.date(1)
     old = "110101199001011234"  # a number with a wrong check character, as once accepted
-    monkeypatch.setattr(service_module, "id_check_fails", lambda id_no: False)
+    monkeypatch.setattr(service_module, "id_refused", lambda id_no: False)
     first = c.ok(**buy(tok, "before", date, old))
+    lower = c.ok(**buy(tok, "lower", date, "e12345678"))  # before letters had to be upper case
     monkeypatch.undo()
     assert no_id(c.ok(**buy(tok, "before", date, old))) == no_id(first)
+    assert no_id(c.ok(**buy(tok, "lower", date, "e12345678"))) == no_id(lower)
     assert c.error("invalid_field", **buy(tok, "after", date, old))  # a new key is checked
+    assert c.error("invalid_field", **buy(tok, "after", date, "e12345678"))
+
+
+def test_a_number_with_lower_case_letters_is_refused_so_one_person_is_one_number(
+    alice: Any, clock: FakeClock
+) -> None:
+    """``e12345678`` and ``E12345678`` would be two people to the passenger rules (one seat per
+    person and ride): a lower-case letter is refused, and nothing is held or remembered."""
+    svc, c, tok = alice
+    date = clock.date(1)
+    before = left(c, date)
+    refused = c.error("invalid_field", **buy(tok, "passport", date, ids(1, base=5)[0], "e12345678"))
+    assert refused["error"]["message"].startswith("passengers[1].id_no: ")
+    assert "e123*5678" in refused["error"]["message"] and "upper case" in refused["error"]["message"]
+    assert left(c, date) == before
+    held = c.ok(**buy(tok, "passport", date, ids(1, base=5)[0], "E12345678"))  # the key is free
+    assert [t["id_no"] for t in held["order"]["tickets"]][1] == "E123*5678"
+    # the same document once more on an overlapping ride: the rules see one person
+    c.error("passenger_already_booked_on_this_run", **buy(tok, "again", date, "E12345678"))
 
 
 # --- sold out before the writer --------------------------------------------------------------------

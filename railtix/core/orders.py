@@ -74,6 +74,14 @@ def id_check_fails(id_no: str) -> bool:
     return len(id_no) == 18 and id_no[:17].isdigit() and _check_character(id_no[:17]) != id_no[17]
 
 
+def id_refused(id_no: str) -> bool:
+    """True for a number no ticket is sold to as written: one with a lower-case letter, or a
+    resident identity card's number whose check character is wrong. The passenger rules compare
+    numbers exactly, so ``e12345678`` beside ``E12345678`` would be two people holding two seats
+    on one train; documents print their letters in upper case, and so must a request."""
+    return id_no.upper() != id_no or id_check_fails(id_no)
+
+
 def resident_id(digits: str) -> str:
     """17 digits with their check character: an 18-character id number that passes the check."""
     assert len(digits) == 17 and digits.isdigit(), digits

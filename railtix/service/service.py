@@ -25,7 +25,7 @@ from railtix import limits
 from railtix.core import rides
 from railtix.core.errors import Refusal
 from railtix.core.inventory import no_seats
-from railtix.core.orders import id_check_fails, masked
+from railtix.core.orders import id_check_fails, id_refused, masked
 from railtix.core.seats import available
 from railtix.core.timetable import Timetable, ride_mask, validate
 from railtix.service import auth, keyfilter
@@ -58,12 +58,16 @@ def fingerprint(req: Any) -> str:
     return hashlib.blake2b(_fingerprint_encoder.encode(same), digest_size=12).hexdigest()
 
 
-def _check_failed(i: int, name: str, id_no: str) -> str:
-    """Why passenger ``i``'s id number was refused: its check character, or its case."""
-    what = f"passengers[{i}].id_no: {name}'s number {masked(id_no)} fails its check character (GB 11643)"
-    if id_no[17] == "x" and not id_check_fails(id_no[:17] + "X"):
-        return f"{what}: write the X in upper case"
-    return f"{what}: a digit may be mistyped"
+def _id_refusal(i: int, name: str, id_no: str) -> str:
+    """Why passenger ``i``'s id number was refused (``id_refused``): a resident id card's check
+    character, or letters in lower case."""
+    what = f"passengers[{i}].id_no: {name}'s number {masked(id_no)}"
+    upper = id_no.upper()
+    if len(id_no) == 18 and id_no[:17].isdigit():
+        if id_check_fails(upper):
+            return f"{what} fails its check character (GB 11643): a digit may be mistyped"
+        return f"{what} fails its check character (GB 11643): write the X in upper case"
+    return f"{what} has letters in lower case: write them in upper case, as the document prints them"
 
 
 def load_timetable(store: Store, timetable: Timetable | None = None) -> Timetable:
@@ -413,10 +417,10 @@ class Service:
                     session.reply(with_id(req.id, self._sold_out(ride.train.number, ride.date, req.seat_class)))
                 return
             for i, p in enumerate(req.passengers):  # after the gate: a refusal there needs no arithmetic
-                if id_check_fails(p.id_no):
+                if id_refused(p.id_no):
                     # a buy remembered before numbers were checked still answers as it did
                     if not self._answered_before(session, req, user):
-                        raise Refusal("invalid_field", _check_failed(i, p.name, p.id_no))
+                        raise Refusal("invalid_field", _id_refusal(i, p.name, p.id_no))
                     return
         op = req.__struct_config__.tag
         assert op in MUTATIONS
