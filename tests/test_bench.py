@@ -180,6 +180,29 @@ def test_generator_against_null_server_in_two_processes(null_server: Spawned, tm
         assert sum(row["replies"]) == doc["ops"][op]["ok"] + doc["ops"][op]["errors"]
     busiest = max(over["ops"].values(), key=lambda r: sum(r["replies"]))
     assert all(n > 0 for n in busiest["replies"])  # spread over the run, not piled in one point
+    # the timeline too, its last, partial bucket as a rate over the part of it the run lasted
+    from railtix.bench.report import timeline_lengths
+
+    lengths = timeline_lengths(doc["elapsed_s"])
+    assert len(doc["timeline"]["requests"]) == len(lengths) and sum(lengths) == pytest.approx(doc["elapsed_s"])
+    counted = sum(r * d for r, d in zip(doc["timeline"]["requests"], lengths, strict=True))
+    assert counted == pytest.approx(doc["requests"], rel=0.01)
+
+
+@pytest.mark.parametrize("elapsed, lengths", [
+    (1.3, [0.25, 0.25, 0.25, 0.25, 0.25 + 0.05]),  # a sliver joins the tick before it
+    (1.2, [0.25, 0.25, 0.25, 0.25, 0.2]),
+    (0.1, [0.1]),
+    (0.5, [0.25, 0.25]),
+])
+def test_the_timeline_s_last_bucket_is_the_part_of_a_tick_the_run_lasted(elapsed: float, lengths: list[float]) -> None:
+    from railtix.bench.report import _trim_timeline, timeline_lengths
+
+    assert timeline_lengths(elapsed) == pytest.approx(lengths)
+    ticks = -(-elapsed // limits.tick_s)
+    tl = {"requests": [400.0] * int(ticks)}  # 100 replies in every tick, the last one's too
+    _trim_timeline(tl, elapsed)
+    assert sum(r * d for r, d in zip(tl["requests"], lengths, strict=True)) == pytest.approx(100 * ticks, abs=0.5)
 
 
 def test_the_cpu_line_names_a_process_that_used_a_whole_core() -> None:

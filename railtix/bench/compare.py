@@ -126,32 +126,48 @@ def _row(cfg: dict[str, Any], doc: dict[str, Any] | None, failed: str | None) ->
 
 
 @click.command(name="compare")
-@click.option("--scenario", type=click.Choice(SCENARIOS), default="rush", show_default=True)
-@click.option("--models", default=None, help="Comma-separated serving models, e.g. serial,threads,processes,asyncio.")
-@click.option("--clients", "clients_list", default="1,100,1000", show_default=True, help="Comma-separated client counts.")
+@click.option("--scenario", type=click.Choice(SCENARIOS), default="rush", show_default=True,
+              help="The load every configuration runs (a --config may name its own).")
+@click.option("--models", default=None,
+              help="Comma-separated serving models, e.g. serial,threads,processes,asyncio; each runs at "
+                   "every --clients count [default: asyncio, unless --config is given].")
+@click.option("--clients", "clients_list", default="1,100,1000", show_default=True,
+              help="Comma-separated client counts, for --models.")
 @click.option("--slow-client/--no-slow-client", default=True, show_default=True,
               help="Also run every configuration with one slow client.")
 @click.option("--config", "configs", multiple=True,
               help="One configuration as key=value,… (repeatable). Keys: " + ", ".join(sorted(_KEYS))
                    + "; e.g. model=asyncio,clients=1000,writer=thread.")
 @click.option("--duration", "duration_s", type=click.FloatRange(0.1, limits.timeline_seconds_max), default=10.0,
-              show_default=True)
-@click.option("--seed", type=click.IntRange(0, None), default=None)
-@click.option("--pipeline", type=click.IntRange(1, limits.pipeline_max), default=1, show_default=True)
-@click.option("--processes", type=click.IntRange(1, limits.processes_max), default=1, show_default=True)
-@click.option("--rate", type=click.FloatRange(0, limits.rate_max), default=None)
-@click.option("--runs", type=click.IntRange(1, 100), default=8, show_default=True)
+              show_default=True, help="Seconds of load per configuration (a rush ends sooner when it sells out).")
+@click.option("--seed", type=click.IntRange(0, None), default=None,
+              help="Seed of the request plan, the same for every configuration; random and printed when absent.")
+@click.option("--pipeline", type=click.IntRange(1, limits.pipeline_max), default=1, show_default=True,
+              help="Requests in flight per connection.")
+@click.option("--processes", type=click.IntRange(1, limits.processes_max), default=1, show_default=True,
+              help="Load processes (when one core cannot drive the load).")
+@click.option("--rate", type=click.FloatRange(0, limits.rate_max), default=None,
+              help="Requests per second in all, paced open-loop; 0 is the closed loop (default; soak: 2000).")
+@click.option("--runs", type=click.IntRange(1, 100), default=8, show_default=True,
+              help="Runs (train and date) a rush sells.")
 @click.option("--drain", "drain_s", type=click.FloatRange(0, limits.timeline_seconds_max),
-              default=limits.drain_timeout_s, show_default=True)
-@click.option("--json", "json_path", default="bench-compare.json", show_default=True)
-@click.option("--plot", "plot_path", default="bench-compare.png", show_default=True)
-@click.option("--quiet", is_flag=True)
+              default=limits.drain_timeout_s, show_default=True, help="Seconds to wait for replies after the duration.")
+@click.option("--json", "json_path", default="bench-compare.json", show_default=True,
+              help="Every configuration's figures as JSON; '-' for none.")
+@click.option("--plot", "plot_path", default="bench-compare.png", show_default=True,
+              help="One chart of confirmed purchases/s and buy p99 per configuration (PNG); '-' for none.")
+@click.option("--quiet", is_flag=True, help="No progress lines from each run.")
 def compare_command(
     scenario: str, models: str | None, clients_list: str, slow_client: bool, configs: tuple[str, ...],
     duration_s: float, seed: int | None, pipeline: int, processes: int, rate: float | None, runs: int,
     drain_s: float, json_path: str, plot_path: str, quiet: bool,
 ) -> None:
-    """Run several configurations one after another; one table and one chart."""
+    """Run several configurations one after another; one table and one chart.
+
+    Each configuration gets a server of its own (`railtix serve --model M` on port 0 and a
+    temporary database) and an audit; the exit status is the worst of theirs (0 clean, 1 an
+    audit failed, 2 a configuration could not run).
+    """
     from railtix.bench.cli import check_writable, exit_on_sigterm
 
     exit_on_sigterm()

@@ -5,7 +5,8 @@ The JSON's top level has what outside scripts read: ``confirmed_per_s``, ``laten
 operation: p50, p90, p99, p999, in milliseconds), ``errors`` (count per error code) and
 ``audit`` (``oversold``, ``lost``, ``duplicates`` and the store's other checks). Every other
 figure is there too, with the timeline as rates per second over buckets of ``timeline_tick_s``
-and ``latency_over_time``, each operation's p50 and p99 per bucket as measured.
+(the last bucket's rate over the part of it the run lasted) and ``latency_over_time``, each
+operation's p50 and p99 per bucket as measured.
 
 Rates: ``requests_per_s`` is every reply over the whole run (until the last reply);
 ``confirmed_per_s`` is confirmed purchases (``ok`` replies to first-time buys) over the selling
@@ -254,8 +255,8 @@ def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
         doc["latency_ms_uncorrected"] = doc["latency_ms"]
         doc["latency_ms_corrected"] = corrected
         doc["latency_ms"] = _conservative(doc["latency_ms"], corrected)
+    doc["peak_confirmed_per_s"] = _peak(doc["timeline"]["confirmed"][: int(elapsed / limits.tick_s)])
     _trim_timeline(doc["timeline"], elapsed)
-    doc["peak_confirmed_per_s"] = _peak(doc["timeline"]["confirmed"])
     return doc
 
 
@@ -291,10 +292,31 @@ def _rates(counts: Sequence[int]) -> list[float]:
 
 
 def _trim_timeline(tl: dict[str, list[float]], elapsed: float) -> None:
-    """Whole ticks only: a last, partial tick would read as a fall in throughput."""
-    keep = max(1, int(elapsed / limits.tick_s))
+    """The ticks up to the run's end, every reply in one. The last tick is partial, and its rate
+    is over the part of it the run lasted (over a whole tick it would read as a fall in
+    throughput; in a rush that sells out in 1.3 s that part is the sell-out). A part shorter
+    than a quarter of a tick joins the tick before it, rather than stand as a rate of a few
+    replies."""
+    tick = limits.tick_s
+    lengths = timeline_lengths(elapsed)
     for k in tl:
-        tl[k] = tl[k][:keep]
+        counts = [r * tick for r in tl[k][: len(lengths)]]
+        counts += [0.0] * (len(lengths) - len(counts))
+        if len(tl[k]) > len(lengths) and len(lengths) * tick < elapsed:  # a short part: into the last
+            counts[-1] += tl[k][len(lengths)] * tick
+        tl[k] = [round(n / d, 1) for n, d in zip(counts, lengths, strict=True)]
+
+
+def timeline_lengths(elapsed: float) -> list[float]:
+    """Seconds each bucket of the timeline covers: whole ticks, the last one partial."""
+    tick = limits.tick_s
+    whole = int(elapsed / tick)
+    part = elapsed - whole * tick
+    if whole == 0:
+        return [max(elapsed, 1e-9)]
+    if part >= tick / 4:
+        return [tick] * whole + [part]
+    return [tick] * (whole - 1) + [tick + part]
 
 
 def write_json(doc: dict[str, Any], path: str) -> None:
@@ -432,7 +454,10 @@ def plot(doc: dict[str, Any], path: str) -> None:
     fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(11, 12.5))
     tl = doc["timeline"]
     tick = doc.get("timeline_tick_s", 1.0)
-    xs = [(i + 0.5) * tick for i in range(len(tl["requests"]))]  # each bucket at its middle
+    xs, start = [], 0.0  # each bucket at its middle, the last one partial
+    for length in timeline_lengths(doc["elapsed_s"])[: len(tl["requests"])]:
+        xs.append(start + length / 2)
+        start += length
     top.plot(xs, tl["requests"], label="replies/s (ok and errors)", color="tab:blue")
     top.plot(xs, tl["confirmed"], label="confirmed purchases/s", color="tab:green")
     if any(tl["searches"]):
@@ -457,6 +482,9 @@ def plot(doc: dict[str, Any], path: str) -> None:
     top.grid(alpha=0.3)
     top.legend(loc="best", fontsize=8)
     _latency_over_time(middle, doc)
+    if doc.get("elapsed_s"):  # one time axis for both panels, over the run
+        for ax in (top, middle):
+            ax.set_xlim(0, doc["elapsed_s"])
     lat = doc["latency_ms"]
     ops = list(lat)
     width = 0.2
@@ -497,8 +525,12 @@ def _latency_over_time(ax: Any, doc: dict[str, Any]) -> None:
     lot = doc.get("latency_over_time") or {}
     width = lot.get("bucket_s", 1.0)
     drawn = False
+    elapsed = doc.get("elapsed_s") or 0.0
     for op, row in lot.get("ops", {}).items():
         xs = [(i + 0.5) * width for i in range(len(row["p99_ms"]))]
+        last = (len(xs) - 1) * width
+        if xs and last < elapsed < last + width:  # the last point is partial: at its own middle
+            xs[-1] = (last + elapsed) / 2
         colour = _OP_COLOURS.get(op)
         for name, style in (("p99_ms", "-"), ("p50_ms", "--")):
             if any(v is not None for v in row[name]):  # a point without replies breaks the line
