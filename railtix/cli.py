@@ -62,9 +62,20 @@ LAZY_SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 #: What to do next, for refusals where the message alone does not say. Refusals about an order
 #: get a hint from the order's actual state instead (``order_hint``), when it can be read.
+#: How hints name this command: with ``--server`` when it was given on the command line, since a
+#: hint copied without it would go to the default server (set by ``main``).
+_invocation = "railtix"
+
+
+def rx(rest: str) -> str:
+    """A client command as a hint spells it, ready to copy."""
+    return f"{_invocation} {rest}"
+
+
 HINTS: dict[str, str] = {
     "bad_credentials": "check the name and password, or create an account: railtix register USER",
     "not_found": "your orders are listed by: railtix orders",
+    "unknown_station": "the stations and their codes are listed by: railtix stations",
     "busy": "the server is at capacity; try again in a moment",
     "shutting_down": "the server is stopping; try again once it is back",
 }
@@ -230,10 +241,15 @@ def client_command(name: str | None = None, **attrs: Any) -> Callable[[Callable[
                 parse_address(obj.server)
             except ValueError as e:
                 raise click.BadParameter(str(e), param_hint="--server") from None
+            global _invocation
+            typed = obj.server != os.environ.get("RAILTIX_SERVER", DEFAULT_SERVER)  # hints repeat it
+            _invocation = f"railtix --server {obj.server}" if typed else "railtix"
             try:
                 fn(obj, *args, **kwargs)
             except RailtixError as e:
                 fail(obj, e)
+            finally:
+                _invocation = "railtix"
 
         return main.command(name, **attrs)(_client_options(run))
 
@@ -249,8 +265,10 @@ def unreachable_message(e: Unreachable) -> str:
         local = ip is None or ip.is_loopback or ip.is_unspecified  # 0.0.0.0 reaches this machine
     except ValueError:
         local = False
-    if local:
+    if local and e.address == DEFAULT_SERVER:
         advice = "start it with `make run` or `railtix serve`"
+    elif local:
+        advice = f"start it with `make run TCP={e.address}` or `railtix serve --tcp {e.address}`"
     else:
         advice = "check the address given with --server or RAILTIX_SERVER (HOST:PORT)"
     return f"cannot reach the server at {e.address} ({e.reason}) — {advice}"
@@ -278,8 +296,9 @@ def default_hint(obj: Ctx, code: str) -> str | None:
         from railtix.client import config
 
         saved = config.login_for(server_key(obj.server))
-        return f"log in again: railtix login {saved.user if saved else 'USER'}"
-    return HINTS.get(code)
+        return f"log in again: {rx('login')} {saved.user if saved else 'USER'}"
+    hint = HINTS.get(code)
+    return None if hint is None else hint.replace("railtix ", rx(""))
 
 
 # --- shared helpers ------------------------------------------------------------------------------
@@ -302,7 +321,7 @@ def token_for(obj: Ctx) -> str:
     login = config.login_for(server_key(obj.server))
     if login is None:
         raise Refused("unauthorized", f"not logged in to {server_key(obj.server)}",
-                      hint="log in first: railtix login USER (no account yet? railtix register USER)")
+                      hint=f"log in first: {rx('login USER')} (no account yet? {rx('register USER')})")
     return login.token
 
 
@@ -432,7 +451,7 @@ def register(obj: Ctx, user: str, password: str | None) -> None:
         reply = client.register(user, pw)
     if emit(obj, reply):
         return
-    click.echo(f"registered {reply.get('user', user)} on {server_key(obj.server)}; now: railtix login {user}")
+    click.echo(f"registered {reply.get('user', user)} on {server_key(obj.server)}; now: {rx('login')} {user}")
 
 
 @client_command()
@@ -514,7 +533,7 @@ def search(obj: Ctx, origin: str, destination: str, date: str | None) -> None:
         table.add_row(number, t["depart"], t["arrive"], duration(t["minutes"]), *cells, style=style)
     out.print(table)
     out.print("seats left and price per ticket; buy with: "
-              f"railtix buy TRAIN --date {reply.get('date', day)} --from {trains[0]['from']} --to {trains[0]['to']} "
+              f"{rx('buy')} TRAIN --date {reply.get('date', day)} --from {trains[0]['from']} --to {trains[0]['to']} "
               '--passenger "Name,ID"')
 
 
@@ -585,8 +604,8 @@ def buy_again(order: dict[str, Any] | None) -> str:
     """The command that buys the same ride again (passengers' id numbers are masked in replies,
     so they are left for the user to type)."""
     if order is None:
-        return "railtix buy TRAIN --from FROM --to TO --passenger \"NAME,ID\""
-    return (f"railtix buy {order['train']} --date {order['date']} --from {order['from']} --to {order['to']} "
+        return rx("buy TRAIN --from FROM --to TO --passenger \"NAME,ID\"")
+    return (f"{rx('buy')} {order['train']} --date {order['date']} --from {order['from']} --to {order['to']} "
             f"--class {order['class']} --passenger \"NAME,ID\"")
 
 
@@ -595,11 +614,11 @@ def order_hint(op: str, order_id: str, order: dict[str, Any] | None) -> str | No
     (``order`` None when it could not be read: then a hint that holds whatever the state)."""
     status = None if order is None else order.get("status")
     if status == "held":
-        return f"it is {order_state(order or {})}: pay with `railtix pay {order_id}` or release it with " \
-               f"`railtix cancel {order_id}`"
+        return f"it is {order_state(order or {})}: pay with `{rx('pay')} {order_id}` or release it with " \
+               f"`{rx('cancel')} {order_id}`"
     if status == "paid":
         if op == "cancel":
-            return f"it is paid: a paid order is refunded instead: railtix refund {order_id}"
+            return f"it is paid: a paid order is refunded instead: {rx('refund')} {order_id}"
         return None  # paying a paid order: the message says it all
     if status in ("expired", "cancelled"):
         if op == "pay":
@@ -608,10 +627,10 @@ def order_hint(op: str, order_id: str, order: dict[str, Any] | None) -> str | No
     if status is not None:
         return None  # refunded or changed: nothing is left to do
     if op == "pay":
-        return f"see it with `railtix order {order_id}`; to buy again: {buy_again(None)}"
+        return f"see it with `{rx('order')} {order_id}`; to buy again: {buy_again(None)}"
     if op == "cancel":
-        return f"only held orders are cancelled; a paid one is refunded: railtix refund {order_id}"
-    return f"see it with: railtix order {order_id}"
+        return f"only held orders are cancelled; a paid one is refunded: {rx('refund')} {order_id}"
+    return f"see it with: {rx('order')} {order_id}"
 
 
 def show_order(order: dict[str, Any], names: dict[str, str]) -> None:
@@ -630,7 +649,7 @@ def show_order(order: dict[str, Any], names: dict[str, str]) -> None:
     out.print(table)
     out.print(f"total {yuan(order['price'])}")
     if order["status"] == "held":
-        out.print(f"pay with `railtix pay {order['order']}` or release the seats with `railtix cancel {order['order']}`")
+        out.print(f"pay with `{rx('pay')} {order['order']}` or release the seats with `{rx('cancel')} {order['order']}`")
 
 
 def parse_passenger(text: str) -> dict[str, str]:
@@ -738,7 +757,7 @@ def cancel(obj: Ctx, order_id: str, key: str | None) -> None:
 @click.argument("order_id", metavar="ORDER", callback=_order_id)
 @_key_option
 def refund(obj: Ctx, order_id: str, key: str | None) -> None:
-    """Refund a paid order (12306's fee tiers apply: free 8 days ahead, up to 20 % on the day)."""
+    """Refund a paid order (12306's fee tiers apply: free 8 days ahead, 20 % in the last 24 hours)."""
     change_order(obj, "refund", order_id, key)
 
 
@@ -753,7 +772,7 @@ def orders(obj: Ctx, limit: int) -> None:
         return
     rows = reply.get("orders", [])
     if not rows:
-        click.echo("no orders yet; find a train with: railtix search FROM TO")
+        click.echo(f"no orders yet; find a train with: {rx('search FROM TO')}")
         return
     out = console()
     print_orders(out, rows, names if out.width >= orders_names_width_min else None)

@@ -189,20 +189,24 @@ def test_generator_against_null_server_in_two_processes(null_server: Spawned, tm
     assert counted == pytest.approx(doc["requests"], rel=0.01)
 
 
-@pytest.mark.parametrize("elapsed, lengths", [
-    (1.3, [0.25, 0.25, 0.25, 0.25, 0.25 + 0.05]),  # a sliver joins the tick before it
-    (1.2, [0.25, 0.25, 0.25, 0.25, 0.2]),
-    (0.1, [0.1]),
-    (0.5, [0.25, 0.25]),
+@pytest.mark.parametrize(("elapsed", "lengths", "rates"), [
+    # quarter-second ticks that sold 100, 200, 300, … replies (as the load processes count them)
+    (1.3, [0.25, 0.25, 0.25, 0.25, 0.3], [400, 800, 1200, 1600, (500 + 600) / 0.3]),  # a sliver joins the tick before
+    (1.2, [0.25, 0.25, 0.25, 0.25, 0.2], [400, 800, 1200, 1600, 500 / 0.2]),  # a part stands alone, over its length
+    (0.5, [0.25, 0.25], [400, (200 + 300) / 0.25]),  # a reply at the very end is in the last bucket
+    (0.1, [0.1], [100 / 0.1]),  # shorter than a tick: one bucket, over the run
 ])
-def test_the_timeline_s_last_bucket_is_the_part_of_a_tick_the_run_lasted(elapsed: float, lengths: list[float]) -> None:
+def test_the_timeline_s_last_bucket_is_the_part_of_a_tick_the_run_lasted(
+    elapsed: float, lengths: list[float], rates: list[float]
+) -> None:
     from railtix.bench.report import _trim_timeline, timeline_lengths
 
     assert timeline_lengths(elapsed) == pytest.approx(lengths)
-    ticks = -(-elapsed // limits.tick_s)
-    tl = {"requests": [400.0] * int(ticks)}  # 100 replies in every tick, the last one's too
+    counted = [100 * (i + 1) for i in range(int(elapsed / limits.tick_s) + 1)]
+    tl = {"requests": [n / limits.tick_s for n in counted] + [0.0] * 3}  # and ticks of nothing after
     _trim_timeline(tl, elapsed)
-    assert sum(r * d for r, d in zip(tl["requests"], lengths, strict=True)) == pytest.approx(100 * ticks, abs=0.5)
+    assert tl["requests"] == pytest.approx(rates, abs=0.1)
+    assert sum(r * d for r, d in zip(tl["requests"], lengths, strict=True)) == pytest.approx(sum(counted), abs=0.1)
 
 
 def test_the_cpu_line_names_a_process_that_used_a_whole_core() -> None:

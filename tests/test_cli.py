@@ -83,6 +83,8 @@ def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
     r = cli(*at, "register", "alice", input="password123\n")  # password from stdin (not a TTY)
     assert r.exit_code == 0, r.output
     assert "registered alice" in r.stdout
+    # the next step as a command to copy, to this server, not to the default one
+    assert f"now: railtix --server {server.host}:{server.port} login alice" in r.stdout
 
     r = cli(*at, "login", "alice", "--password", "password123")
     assert r.exit_code == 0, r.output
@@ -112,7 +114,7 @@ def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
     assert m, r.stdout  # the status said once, with the hold's end
     order_id = m.group(1)
     assert r.stdout.count("held") == 1
-    assert f"railtix pay {order_id}" in r.stdout
+    assert f"railtix --server {server.host}:{server.port} pay {order_id}" in r.stdout  # to copy as it is
     assert "Zhang San" in r.stdout and "Li Si" in r.stdout
     assert f"total {yuan(2 * second['price'])}" in r.stdout
 
@@ -127,7 +129,7 @@ def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
 
     r = cli(*at, "cancel", order_id)  # a paid order is refunded, not cancelled: the hint says how
     assert r.exit_code == 1
-    assert f"railtix refund {order_id}" in r.stderr and "ORDER" not in r.stderr
+    assert f"railtix --server {server.host}:{server.port} refund {order_id}" in r.stderr and "ORDER" not in r.stderr
 
     r = cli(*at, "orders")
     assert r.exit_code == 0, r.output
@@ -155,7 +157,7 @@ def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
     assert r.exit_code == 0
     assert msgspec.json.decode(saved.read_bytes())["servers"] == {}
     r = cli(*at, "orders")
-    assert r.exit_code == 1 and "railtix login" in r.stderr
+    assert r.exit_code == 1 and f"railtix --server {server.host}:{server.port} login" in r.stderr
 
     # a database that has sold tickets keeps its timetable
     assert server.stop() == 0
@@ -172,6 +174,9 @@ def test_unknown_station_suggests_and_exits_1(start_server: Any, cli: Run) -> No
     assert r.exit_code == 1
     assert "did you mean Beijing South (VNP)" in r.stderr
     assert r.stdout == ""
+    r = cli(*at, "search", "XYZ", "AOH")  # nothing like it: where the names are
+    assert r.exit_code == 1
+    assert f"listed by: railtix {' '.join(at)} stations" in r.stderr
 
     r = cli(*at, "--json", "search", "Bejing South", "AOH")
     assert r.exit_code == 1
@@ -191,7 +196,7 @@ def test_a_search_with_no_train_names_the_stations_it_understood(start_server: A
 def test_group_help_shows_each_command_s_first_sentence_whole(cli: Run) -> None:
     """click cuts a listing's help at the line's end with '...'; ours wrap it instead."""
     for args, sentence in (
-        (("--help",), "Refund a paid order (12306's fee tiers apply: free 8 days ahead, up to 20 % on the day)"),
+        (("--help",), "Refund a paid order (12306's fee tiers apply: free 8 days ahead, 20 % in the last 24 hours)"),
         (("bench", "--help"), "The write path alone: rush buys straight into the batch transaction, no network"),
     ):
         r = cli(*args)
@@ -205,7 +210,8 @@ def test_unreachable_server(cli: Run) -> None:
     r = cli("--server", f"127.0.0.1:{port}", "search", "VNP", "AOH")
     assert r.exit_code == 1
     assert f"cannot reach the server at 127.0.0.1:{port}" in r.stderr
-    assert "make run" in r.stderr and "railtix serve" in r.stderr
+    # started as this address needs: `make run` alone would listen on 5002
+    assert f"make run TCP=127.0.0.1:{port}" in r.stderr and f"railtix serve --tcp 127.0.0.1:{port}" in r.stderr
 
 
 def test_an_unreachable_server_elsewhere_is_not_told_to_start_here() -> None:
@@ -235,7 +241,8 @@ def test_not_logged_in(start_server: Any, cli: Run, args: list[str]) -> None:
     r = cli(*at, *args)
     assert r.exit_code == 1
     assert "not logged in" in r.stderr
-    assert r.stderr.count("railtix login") == 1 and "again" not in r.stderr  # one hint, not two
+    assert r.stderr.count(f"railtix --server {server.host}:{server.port} login") == 1  # one hint, not two
+    assert "again" not in r.stderr
 
     r = cli(*at, "--json", *args)
     assert r.exit_code == 1
@@ -293,7 +300,7 @@ def test_order_hints_follow_the_order_state(start_server: Any, cli: Run) -> None
     r = cli(*at, "pay", lapsed["order"])
     assert r.exit_code == 1
     assert r.stderr.count("released") == 1, r.stderr
-    assert f"railtix buy G1 --date {lapsed['date']} --from VNP --to AOH" in r.stderr
+    assert f"railtix {' '.join(at)} buy G1 --date {lapsed['date']} --from VNP --to AOH" in r.stderr
 
     # an id typed in lower case (or with a stray space) finds the order
     r = cli(*at, "--json", "order", f" {lapsed['order'].lower()}")

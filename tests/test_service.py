@@ -679,7 +679,13 @@ def test_a_mistyped_resident_id_number_is_refused_and_changes_nothing(alice: Any
     x = next(p for p in ids(40, base=300) if p.endswith("X"))
     refused = c.error("invalid_field", **buy(tok, "x", date, x.lower()))
     assert refused["error"]["message"].startswith("passengers[0].id_no: ")
-    assert "upper case" in refused["error"]["message"]
+    assert refused["error"]["message"].endswith("fails its check character (GB 11643): write the X in upper case")
+    # each thing that is wrong is said at once: a mistyped digit beside a lower-case x, a last
+    # character no card has
+    wrong = c.error("invalid_field", **buy(tok, "x", date, x[:3] + str((int(x[3]) + 1) % 10) + x[4:17] + "x"))
+    assert wrong["error"]["message"].endswith("a digit may be mistyped, and write the X in upper case")
+    letter = c.error("invalid_field", **buy(tok, "x", date, x[:17] + "a"))
+    assert letter["error"]["message"].endswith("ends in 'a': a resident id card's number ends in a digit or X (GB 11643)")
     c.ok(**buy(tok, "x", date, x, "E12345678"))
 
 
@@ -713,7 +719,9 @@ def test_a_number_with_lower_case_letters_is_refused_so_one_person_is_one_number
     before = left(c, date)
     refused = c.error("invalid_field", **buy(tok, "passport", date, ids(1, base=5)[0], "e12345678"))
     assert refused["error"]["message"].startswith("passengers[1].id_no: ")
-    assert "e123*5678" in refused["error"]["message"] and "upper case" in refused["error"]["message"]
+    assert refused["error"]["message"].endswith(
+        "number e123*5678 has letters in lower case: write them in upper case, as the document prints them"
+    )
     assert left(c, date) == before
     held = c.ok(**buy(tok, "passport", date, ids(1, base=5)[0], "E12345678"))  # the key is free
     assert [t["id_no"] for t in held["order"]["tickets"]][1] == "E123*5678"

@@ -169,7 +169,8 @@ _DOCS = {
 #: what every scenario's help says after its own sentence: where the load goes, and what it leaves
 _WHERE = (
     "\n\nThe load goes to --target, 127.0.0.1:5002 (`make run`'s server) by default; when nothing "
-    "listens there, or with --serve, the bench starts a server of its own on a temporary database "
+    "listens at that default (a --target given is never replaced), or with --serve, the bench "
+    "starts a server of its own on a temporary database "
     "that is removed afterwards. Against a real server the load really buys: the runs a rush "
     "picks are sold out afterwards and its users (bench-SEED-...) stay registered, so try it on a "
     "copy of a database you care about. After the load the bench audits the server's database "

@@ -255,8 +255,9 @@ def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
         doc["latency_ms_uncorrected"] = doc["latency_ms"]
         doc["latency_ms_corrected"] = corrected
         doc["latency_ms"] = _conservative(doc["latency_ms"], corrected)
-    doc["peak_confirmed_per_s"] = _peak(doc["timeline"]["confirmed"][: int(elapsed / limits.tick_s)])
-    _trim_timeline(doc["timeline"], elapsed)
+    # as the JSON has it (and the plot reads it): the same buckets for every reader
+    doc["peak_confirmed_per_s"] = _peak(doc["timeline"]["confirmed"][: int(doc["elapsed_s"] / limits.tick_s)])
+    _trim_timeline(doc["timeline"], doc["elapsed_s"])
     return doc
 
 
@@ -299,12 +300,12 @@ def _trim_timeline(tl: dict[str, list[float]], elapsed: float) -> None:
     replies."""
     tick = limits.tick_s
     lengths = timeline_lengths(elapsed)
+    last = len(lengths) - 1
     for k in tl:
-        counts = [r * tick for r in tl[k][: len(lengths)]]
-        counts += [0.0] * (len(lengths) - len(counts))
-        if len(tl[k]) > len(lengths) and len(lengths) * tick < elapsed:  # a short part: into the last
-            counts[-1] += tl[k][len(lengths)] * tick
-        tl[k] = [round(n / d, 1) for n, d in zip(counts, lengths, strict=True)]
+        counts = [r * tick for r in tl[k]] + [0.0] * (last + 1 - len(tl[k]))
+        # past the last bucket: a sliver of a tick, or a reply that came at the very end
+        kept = counts[:last] + [sum(counts[last:])]
+        tl[k] = [round(n / d, 1) for n, d in zip(kept, lengths, strict=True)]
 
 
 def timeline_lengths(elapsed: float) -> list[float]:
@@ -375,7 +376,9 @@ def headline(doc: dict[str, Any]) -> list[str]:
         f"confirmed purchases: {doc['confirmed']:,} (orders holding seats, {doc['paid']:,} of them paid) "
         f"in {doc['selling_s']:.2f} s = {_n(doc['confirmed_per_s'])}/s"
         + (f", the rush given up as sold out after {doc['sold_out_s']:.2f} s" if doc.get("sold_out_s") else "")
-        + (f"; best second {_n(doc['peak_confirmed_per_s'])}/s" if doc.get("peak_confirmed_per_s") else ""),
+        # a run shorter than a second has no best second to speak of: only what it sold
+        + (f"; best second {_n(doc['peak_confirmed_per_s'])}/s"
+           if doc.get("peak_confirmed_per_s") and doc["selling_s"] >= 1.0 else ""),
         f"requests: {doc['requests']:,} in {doc['elapsed_s']:.2f} s = {_n(doc['requests_per_s'])}/s; "
         + (f"searches {_n(doc['searches_per_s'])}/s; " if doc["searches"] else "")
         + f"{doc['loop']} loop, pipeline {doc['pipeline']}, {_processes(doc['processes'])}",

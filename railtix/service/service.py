@@ -59,14 +59,17 @@ def fingerprint(req: Any) -> str:
 
 
 def _id_refusal(i: int, name: str, id_no: str) -> str:
-    """Why passenger ``i``'s id number was refused (``id_refused``): a resident id card's check
-    character, or letters in lower case."""
+    """Why passenger ``i``'s id number was refused (``id_refused``), all of it at once: a resident
+    id card's last character or check character, and letters in lower case."""
     what = f"passengers[{i}].id_no: {name}'s number {masked(id_no)}"
     upper = id_no.upper()
     if len(id_no) == 18 and id_no[:17].isdigit():
-        if id_check_fails(upper):
-            return f"{what} fails its check character (GB 11643): a digit may be mistyped"
-        return f"{what} fails its check character (GB 11643): write the X in upper case"
+        if upper[17] not in "0123456789X":
+            return f"{what} ends in {id_no[17]!r}: a resident id card's number ends in a digit or X (GB 11643)"
+        if not id_check_fails(upper):
+            return f"{what} fails its check character (GB 11643): write the X in upper case"
+        also = ", and write the X in upper case" if upper != id_no else ""
+        return f"{what} fails its check character (GB 11643): a digit may be mistyped{also}"
     return f"{what} has letters in lower case: write them in upper case, as the document prints them"
 
 

@@ -42,10 +42,14 @@ def plain(text: str) -> str:
     """msgspec's message for a bad field, in plain words, naming the field."""
     field = _where(text) or "the request"
     what = text.partition(" - at `")[0]
+    if what == "Expected `str` of length >= 1":
+        return f"{field} is empty"
     if what.startswith("Expected `str` of length >= "):
         return f"{field} needs at least {what.rsplit(' ', 1)[1]} characters"
     if what.startswith("Expected `str` of length <= "):
         return f"{field} may have at most {what.rsplit(' ', 1)[1]} characters"
+    if what == "Expected `array` of length >= 1":
+        return f"{field} needs at least one entry"
     if what.startswith("Expected `array` of length >= "):
         return f"{field} needs at least {what.rsplit(' ', 1)[1]} entries"
     if what.startswith("Expected `array` of length <= "):

@@ -16,10 +16,12 @@ from msgspec import Meta
 from railtix import limits
 
 Name = Annotated[str, Meta(min_length=1, max_length=limits.name_length_max)]
-#: Letters and digits only. The schema states the pattern; ``PassengerIn`` checks it with two
-#: str methods, not msgspec's regular expression: that was half of decoding a rush's buy.
+#: Digits and upper-case letters only. The schema states the pattern; ``PassengerIn`` checks
+#: letters and digits with two str methods, not msgspec's regular expression (that was half of
+#: decoding a rush's buy), and the service refuses a lower-case letter after the sold-out gate,
+#: where a key's remembered reply can still answer (``core.orders.id_refused``).
 IdNo = Annotated[
-    str, Meta(min_length=4, max_length=limits.id_no_length_max, extra_json_schema={"pattern": "^[0-9A-Za-z]+$"})
+    str, Meta(min_length=4, max_length=limits.id_no_length_max, extra_json_schema={"pattern": "^[0-9A-Z]+$"})
 ]
 User = Annotated[
     str, Meta(min_length=1, max_length=limits.user_length_max, pattern=r"^[A-Za-z0-9_.@-]+$")
