@@ -705,6 +705,25 @@ def buy(obj: Ctx, train_no: str, date: str | None, origin: str, destination: str
     if emit(obj, reply):
         return
     show_order(reply["order"], names)
+    missed = seats_missed(seat_class, seats, reply["order"].get("tickets", []))
+    if missed:
+        console().print(missed)
+
+
+def seats_missed(seat_class: str, wished: Sequence[str], tickets: Sequence[dict[str, Any]]) -> str | None:
+    """A note when seat letters were wished for and not given: the server assigns seats anyway
+    (as 12306 does), and ignores a letter the class does not have, so the buyer should be told."""
+    from collections import Counter
+
+    from railtix.core.timetable import LETTERS_BY_CLASS
+
+    got = Counter(t["seat"][-1:] for t in tickets)
+    short = [w for w, n in Counter(wished).items() if got[w] < n]
+    if not short:
+        return None
+    has = LETTERS_BY_CLASS.get(seat_class)
+    where = f" ({seat_class} class has {', '.join(has)})" if has else ""
+    return f"note: no seat {' or '.join(short)} could be given{where}; the seats above were free ones"
 
 
 def change_order(obj: Ctx, op: str, order_id: str, key: str | None) -> None:

@@ -8,6 +8,7 @@ one key must be found ``duplicates``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -31,14 +32,16 @@ CLIENTS = 4
 
 @pytest.fixture(scope="module")
 def rush(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A real rush through the command line against a real server; the server is then stopped."""
+    """A real rush through the command line against a real server; the server is then stopped.
+    No --database: the bench finds the file the server holds (its serving lock), as it would for
+    `make run TCP=…`'s server."""
     folder = tmp_path_factory.mktemp("rush")
     database = folder / "railtix.db"
     server = start_railtix(str(database))
     try:
         result = CliRunner().invoke(
             bench,
-            ["rush", "--target", server.target, "--database", str(database), "--clients", str(CLIENTS),
+            ["rush", "--target", server.target, "--clients", str(CLIENTS),
              "--duration", "1", "--seed", str(SEED), "--runs", "1", "--pipeline", "2",
              "--json", str(folder / "rush.json"), "--plot", str(folder / "rush.png"), "--quiet"],
         )
@@ -85,6 +88,7 @@ def test_rush_report_has_the_keys_scripts_read(rush: dict[str, Any]) -> None:
     assert isinstance(doc["errors"], dict)
     assert doc["audit"]["oversold"] == 0 and doc["audit"]["lost"] == 0 and doc["audit"]["duplicates"] == 0
     assert doc["audit"]["clean"] is True
+    assert doc["audit"]["database"] == os.path.realpath(rush["database"])  # found, not given
     assert "removed" not in doc["audit"]  # the user's database stays, of course
     # every confirmed purchase was checked against the database
     assert doc["audit"]["checked"]["confirmed_replies"] == doc["confirmed"] + doc["generator"]["key_inconsistent"]

@@ -167,6 +167,21 @@ def test_user_story(start_server: Any, cli: Run, config_home: Path) -> None:
     assert r.exit_code == 1 and "already holds orders" in r.output
 
 
+def test_a_seat_letter_that_could_not_be_given_is_said(start_server: Any, cli: Run) -> None:
+    server = start_server()
+    at = ["--server", f"{server.host}:{server.port}"]
+    assert cli(*at, "register", "bo", input="password123\n").exit_code == 0
+    assert cli(*at, "login", "bo", "--password", "password123").exit_code == 0
+    r = cli(*at, "buy", "G1", "--from", "VNP", "--to", "AOH", "--class", "business", "--passenger", ZHANG,
+            "--seat", "B")  # business class has no B: the server assigns a seat anyway
+    assert r.exit_code == 0, r.output
+    assert "note: no seat B could be given (business class has A, C, F)" in r.stdout
+    r = cli(*at, "buy", "G1", "--from", "VNP", "--to", "AOH", "--class", "business", "--passenger", LI,
+            "--seat", "F")
+    assert r.exit_code == 0, r.output
+    assert "note:" not in r.stdout  # a window seat was free and given
+
+
 def test_unknown_station_suggests_and_exits_1(start_server: Any, cli: Run) -> None:
     server = start_server()
     at = ["--server", f"{server.host}:{server.port}"]

@@ -253,9 +253,11 @@ def test_id_numbers_of_the_resident_card_shape_must_carry_their_check_character(
 def test_a_number_is_refused_with_a_lower_case_letter_or_a_wrong_check_character() -> None:
     from railtix.core.orders import id_refused, resident_id
 
-    for fine in (resident_id("11010519491231002"), resident_id("11010119900307123"), "E12345678", "1234"):
+    for fine in (resident_id("11010519491231002"), resident_id("11010119900307123"), "E12345678", "1234",
+                 "1101051949123100", "12345678901234567890"):  # other lengths of digits: other documents
         assert not id_refused(fine), fine
-    for refused in ("e12345678", "E1234567a", "11010519491231002x", "110105194912310027"):
+    for refused in ("e12345678", "E1234567a", "11010519491231002x", "110105194912310027",
+                    "11010519491231002", "1101051949123100200"):  # a digit left out, one typed twice
         assert id_refused(refused), refused
 
 

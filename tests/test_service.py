@@ -684,6 +684,8 @@ def test_a_mistyped_resident_id_number_is_refused_and_changes_nothing(alice: Any
     # character no card has
     wrong = c.error("invalid_field", **buy(tok, "x", date, x[:3] + str((int(x[3]) + 1) % 10) + x[4:17] + "x"))
     assert wrong["error"]["message"].endswith("a digit may be mistyped, and write the X in upper case")
+    short = c.error("invalid_field", **buy(tok, "x", date, x[:16] + x[17:].replace("X", "0")))
+    assert short["error"]["message"].endswith("has 17 digits: a resident id card's number has 18 characters")
     letter = c.error("invalid_field", **buy(tok, "x", date, x[:17] + "a"))
     assert letter["error"]["message"].endswith("ends in 'a': a resident id card's number ends in a digit or X (GB 11643)")
     c.ok(**buy(tok, "x", date, x, "E12345678"))

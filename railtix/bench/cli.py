@@ -56,7 +56,8 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Runs (train and date) the rush sells."),
         click.option("--database", default=None,
                      help="The server's SQLite file or postgresql:// URL, for the audit (default "
-                          "./railtix.db when the target is 127.0.0.1:5002 and the file exists)."),
+                          "the file a server on this machine serves, found by its serving lock; else ./railtix.db "
+                          "when the target is 127.0.0.1:5002 and the file exists)."),
         click.option("--serve/--no-serve", default=False,
                      help="Start `railtix serve` on port 0 with a temporary database and bench that."),
         click.option("--model", default=None, type=click.Choice(sorted(MODELS)),

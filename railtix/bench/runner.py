@@ -28,6 +28,7 @@ from railtix.bench.servers import (
     listening,
     parse_target,
     remove_database,
+    served_database,
     slow_client,
     start_null,
     start_railtix,
@@ -214,8 +215,10 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
             spawned = start_railtix(None, o.model, o.server_args)
             host, port, database = spawned.host, spawned.port, spawned.database
             say(f"started {' '.join(spawned.argv[2:])} at {spawned.target}")
-        elif database is None and is_local(host) and port == 5002 and os.path.exists(DEFAULT_DATABASE):
-            database = DEFAULT_DATABASE
+        elif database is None and is_local(host):
+            database = served_database(port)  # the file the server here holds, wherever it is
+            if database is None and port == 5002 and os.path.exists(DEFAULT_DATABASE):
+                database = DEFAULT_DATABASE
         with _Live(o.quiet) as live:
             merged, meta, users = run_once(o, host, port, seed, live=live, say=say)
             if spawned is not None:  # the model is known only of a server the bench started

@@ -75,11 +75,13 @@ def id_check_fails(id_no: str) -> bool:
 
 
 def id_refused(id_no: str) -> bool:
-    """True for a number no ticket is sold to as written: one with a lower-case letter, or a
-    resident identity card's number whose check character is wrong. The passenger rules compare
-    numbers exactly, so ``e12345678`` beside ``E12345678`` would be two people holding two seats
-    on one train; documents print their letters in upper case, and so must a request."""
-    return id_no.upper() != id_no or id_check_fails(id_no)
+    """True for a number no ticket is sold to as written: one with a lower-case letter; a
+    resident identity card's number whose check character is wrong; or 17 or 19 digits, a
+    resident id card's number with a digit left out or typed twice (no document has that
+    shape). The passenger rules compare numbers exactly, so ``e12345678`` beside ``E12345678``
+    would be two people holding two seats on one train; documents print their letters in upper
+    case, and so must a request."""
+    return id_no.upper() != id_no or id_check_fails(id_no) or (len(id_no) in (17, 19) and id_no.isdigit())
 
 
 def resident_id(digits: str) -> str:

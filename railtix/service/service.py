@@ -62,6 +62,8 @@ def _id_refusal(i: int, name: str, id_no: str) -> str:
     """Why passenger ``i``'s id number was refused (``id_refused``), all of it at once: a resident
     id card's last character or check character, and letters in lower case."""
     what = f"passengers[{i}].id_no: {name}'s number {masked(id_no)}"
+    if len(id_no) in (17, 19) and id_no.isdigit():
+        return f"{what} has {len(id_no)} digits: a resident id card's number has 18 characters"
     upper = id_no.upper()
     if len(id_no) == 18 and id_no[:17].isdigit():
         if upper[17] not in "0123456789X":

@@ -250,12 +250,17 @@ class SqliteStore:
         return self._lock_fd
 
 
+#: What a serving lock's file adds to its database's real path (``serving_lock``); the bench
+#: finds the database of a server on this machine by it.
+SERVING_LOCK_SUFFIX = "-serving.lock"
+
+
 def serving_lock(path: str, shared: bool) -> int:
     """A shared or exclusive ``flock`` on ``PATH-serving.lock`` (of the file itself, however it
     is reached), as an open descriptor: held until it is closed, and dropped by the kernel when
     the process ends, however it ends. Raises InUse when another server holds it the other way,
     or when the lock file cannot be used."""
-    lock = os.path.realpath(path) + "-serving.lock"
+    lock = os.path.realpath(path) + SERVING_LOCK_SUFFIX
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
