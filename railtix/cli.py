@@ -303,7 +303,10 @@ def default_hint(obj: Ctx, code: str) -> str | None:
 
 # --- shared helpers ------------------------------------------------------------------------------
 def server_key(server: str) -> str:
-    return format_address(*parse_address(server))
+    """The name a login is kept under: the address, with ``localhost`` as ``127.0.0.1`` (one
+    server on this machine, one login, however it was typed)."""
+    host, port = parse_address(server)
+    return format_address("127.0.0.1" if host.lower() == "localhost" else host, port)
 
 
 @contextmanager

@@ -220,6 +220,13 @@ def test_group_help_shows_each_command_s_first_sentence_whole(cli: Run) -> None:
         assert sentence in listing and "..." not in listing, listing
 
 
+def test_a_login_is_kept_for_the_server_however_its_address_is_typed() -> None:
+    from railtix.cli import server_key
+
+    assert server_key("localhost:5090") == server_key("127.0.0.1:5090") == server_key("LOCALHOST:5090")
+    assert server_key("localhost:5090") != server_key("127.0.0.1:5091")
+
+
 def test_unreachable_server(cli: Run) -> None:
     port = free_port()
     r = cli("--server", f"127.0.0.1:{port}", "search", "VNP", "AOH")
