@@ -60,10 +60,9 @@ LAZY_SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("railtix.demo.cli:demo", "The lecture's lock lesson on the real inventory (a seat race)."),
 }
 
-#: What to do next, for refusals where the message alone does not say. Refusals about an order
-#: get a hint from the order's actual state instead (``order_hint``), when it can be read.
-#: How hints name this command: with ``--server`` when it was given on the command line, since a
-#: hint copied without it would go to the default server (set by ``main``).
+#: How hints name this command: with ``--server`` when the server was named on the command line
+#: (a hint copied without it would go to the default server); set for each client command by
+#: ``client_command``.
 _invocation = "railtix"
 
 
@@ -72,6 +71,8 @@ def rx(rest: str) -> str:
     return f"{_invocation} {rest}"
 
 
+#: What to do next, for refusals where the message alone does not say. Refusals about an order
+#: get a hint from the order's actual state instead (``order_hint``), when it can be read.
 HINTS: dict[str, str] = {
     "bad_credentials": "check the name and password, or create an account: railtix register USER",
     "not_found": "your orders are listed by: railtix orders",
