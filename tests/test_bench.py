@@ -453,7 +453,7 @@ def test_the_null_server_alone_and_as_the_ceiling_of_a_run(tmp_path: Path) -> No
     assert doc["generator"]["skipped_sold_out"] == 0
     both = tmp_path / "both.json"
     r = CliRunner().invoke(bench, ["rush", "--serve", "--ceiling", "--clients", "20", "--duration", "0.5", "--seed", "2",
-                                   "--json", str(both), "--plot", "-", "--quiet"])
+                                   "--json", str(both), "--plot", str(tmp_path / "both.png"), "--quiet"])
     assert r.exit_code == 0, r.output
     doc = msgspec.json.decode(both.read_bytes())
     c = doc["ceiling"]
@@ -462,6 +462,8 @@ def test_the_null_server_alone_and_as_the_ceiling_of_a_run(tmp_path: Path) -> No
     line = next(x for x in r.output.splitlines() if x.startswith("ceiling (null server, same load): "))
     assert f"railtix reached {c['fraction']:.1%} of it" in line
     assert doc["audit"]["clean"] is True
+    # its line in the plot, drawn over its own run's length
+    assert c["elapsed_s"] > 0 and (tmp_path / "both.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_bench_tells_the_null_server_from_a_server_that_sells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

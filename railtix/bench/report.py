@@ -320,6 +320,16 @@ def timeline_lengths(elapsed: float) -> list[float]:
     return [tick] * (whole - 1) + [tick + part]
 
 
+def _middles(elapsed: float, n: int) -> list[float]:
+    """Where to draw the first ``n`` buckets of a timeline: each at its middle, the last one
+    partial (``timeline_lengths``)."""
+    xs, start = [], 0.0
+    for length in timeline_lengths(elapsed)[:n]:
+        xs.append(start + length / 2)
+        start += length
+    return xs
+
+
 def write_json(doc: dict[str, Any], path: str) -> None:
     with open(path, "wb") as f:
         f.write(msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n")
@@ -457,10 +467,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(11, 12.5))
     tl = doc["timeline"]
     tick = doc.get("timeline_tick_s", 1.0)
-    xs, start = [], 0.0  # each bucket at its middle, the last one partial
-    for length in timeline_lengths(doc["elapsed_s"])[: len(tl["requests"])]:
-        xs.append(start + length / 2)
-        start += length
+    xs = _middles(doc["elapsed_s"], len(tl["requests"]))
     top.plot(xs, tl["requests"], label="replies/s (ok and errors)", color="tab:blue")
     top.plot(xs, tl["confirmed"], label="confirmed purchases/s", color="tab:green")
     if any(tl["searches"]):
@@ -472,8 +479,8 @@ def plot(doc: dict[str, Any], path: str) -> None:
         top.plot(xs, tl["errors"], label=errors, color="tab:red")
     c = doc.get("ceiling")
     if c and c.get("timeline"):
-        top.plot([(i + 0.5) * tick for i in range(len(c["timeline"]))], c["timeline"], "--", color="grey",
-                 label="null server replies/s (ceiling)")
+        top.plot(_middles(c.get("elapsed_s") or len(c["timeline"]) * tick, len(c["timeline"])), c["timeline"],
+                 "--", color="grey", label="null server replies/s (ceiling; its own run, as long as it lasted)")
     top.set_xlabel(f"seconds into the run ({tick:g} s buckets)")
     top.set_ylabel("per second")
     top.set_ylim(bottom=0)  # from zero: a steady rate must not look like a swing
@@ -485,8 +492,8 @@ def plot(doc: dict[str, Any], path: str) -> None:
     top.grid(alpha=0.3)
     top.legend(loc="best", fontsize=8)
     _latency_over_time(middle, doc)
-    if doc.get("elapsed_s"):  # one time axis for both panels, over the run
-        for ax in (top, middle):
+    if doc.get("elapsed_s"):  # one time axis for both panels, over the run (a ceiling's line
+        for ax in (top, middle):  # that ran longer is cut there)
             ax.set_xlim(0, doc["elapsed_s"])
     lat = doc["latency_ms"]
     ops = list(lat)

@@ -241,6 +241,7 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
                     "fraction": round(doc["requests_per_s"] / rps, 4) if rps else None,
                     "latency_ms": ceiling_doc["latency_ms"],
                     "timeline": ceiling_doc["timeline"]["requests"],
+                    "elapsed_s": ceiling_doc["elapsed_s"],
                     "clients_connected": ceiling_doc["clients_connected"],
                     "server_cpu": ceiling_doc["server_cpu"],
                     "generator_cpu_us_per_reply": ceiling_doc["generator"]["cpu_us_per_reply"],
