@@ -21,6 +21,7 @@ import importlib
 import ipaddress
 import os
 import re
+import shlex
 import shutil
 import sys
 import sysconfig
@@ -243,8 +244,8 @@ def client_command(name: str | None = None, **attrs: Any) -> Callable[[Callable[
             except ValueError as e:
                 raise click.BadParameter(str(e), param_hint="--server") from None
             global _invocation
-            typed = obj.server != os.environ.get("RAILTIX_SERVER", DEFAULT_SERVER)  # hints repeat it
-            _invocation = f"railtix --server {obj.server}" if typed else "railtix"
+            typed = obj.server != (os.environ.get("RAILTIX_SERVER") or DEFAULT_SERVER)  # hints repeat it
+            _invocation = f"railtix --server {shlex.quote(obj.server)}" if typed else "railtix"
             try:
                 fn(obj, *args, **kwargs)
             except RailtixError as e:
@@ -266,10 +267,11 @@ def unreachable_message(e: Unreachable) -> str:
         local = ip is None or ip.is_loopback or ip.is_unspecified  # 0.0.0.0 reaches this machine
     except ValueError:
         local = False
-    if local and e.address == DEFAULT_SERVER:
+    port = e.address.rsplit(":", 1)[-1]
+    if local and port == DEFAULT_SERVER.rsplit(":", 1)[-1]:
         advice = "start it with `make run` or `railtix serve`"
-    elif local:
-        advice = f"start it with `make run TCP={e.address}` or `railtix serve --tcp {e.address}`"
+    elif local:  # on this machine's loopback, whichever local address was typed
+        advice = f"start it with `make run TCP=127.0.0.1:{port}` or `railtix serve --tcp 127.0.0.1:{port}`"
     else:
         advice = "check the address given with --server or RAILTIX_SERVER (HOST:PORT)"
     return f"cannot reach the server at {e.address} ({e.reason}) — {advice}"
@@ -304,10 +306,7 @@ def default_hint(obj: Ctx, code: str) -> str | None:
 
 # --- shared helpers ------------------------------------------------------------------------------
 def server_key(server: str) -> str:
-    """The name a login is kept under: the address, with ``localhost`` as ``127.0.0.1`` (one
-    server on this machine, one login, however it was typed)."""
-    host, port = parse_address(server)
-    return format_address("127.0.0.1" if host.lower() == "localhost" else host, port)
+    return format_address(*parse_address(server))
 
 
 @contextmanager
@@ -725,9 +724,15 @@ def seats_missed(seat_class: str, wished: Sequence[str], tickets: Sequence[dict[
     short = [w for w, n in Counter(wished).items() if got[w] < n]
     if not short:
         return None
-    has = LETTERS_BY_CLASS.get(seat_class)
-    where = f" ({seat_class} class has {', '.join(has)})" if has else ""
-    return f"note: no seat {' or '.join(short)} could be given{where}; the seats above were free ones"
+    has = LETTERS_BY_CLASS.get(seat_class, "")
+    absent = [w for w in short if has and w not in has]
+    taken = [w for w in short if w not in absent]
+    why = []
+    if absent:
+        why.append(f"{seat_class}-class seats are lettered {', '.join(has)}, not {' or '.join(absent)}")
+    if taken:
+        why.append(f"not enough {' or '.join(taken)} seats were free on this ride")
+    return f"note: {'; '.join(why)}, so some seats above are not the ones wished for"
 
 
 def change_order(obj: Ctx, op: str, order_id: str, key: str | None) -> None:

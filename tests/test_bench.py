@@ -148,6 +148,16 @@ def test_null_server_answers_pipelined_lines_in_order(null_server: Spawned) -> N
             assert r["order"]["order"].startswith("E")
 
 
+def test_a_server_holding_no_serving_lock_has_no_database_to_audit(null_server: Spawned) -> None:
+    """The null server (as a server on PostgreSQL) holds no SQLite serving lock: the bench finds
+    no file for it, rather than guess one (see test_bench_audit for a railtix server's)."""
+    from railtix.bench.cpu import listeners
+    from railtix.bench.servers import served_database
+
+    assert listeners(null_server.port)  # seen, and looked into
+    assert served_database(null_server.port) is None
+
+
 def test_null_server_line_split_across_writes(null_server: Spawned) -> None:
     with socket.create_connection((null_server.host, null_server.port), timeout=10) as sock:
         sock.sendall(b'{"id":1,"op":"he')

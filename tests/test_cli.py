@@ -175,11 +175,23 @@ def test_a_seat_letter_that_could_not_be_given_is_said(start_server: Any, cli: R
     r = cli(*at, "buy", "G1", "--from", "VNP", "--to", "AOH", "--class", "business", "--passenger", ZHANG,
             "--seat", "B")  # business class has no B: the server assigns a seat anyway
     assert r.exit_code == 0, r.output
-    assert "note: no seat B could be given (business class has A, C, F)" in r.stdout
+    assert "note: business-class seats are lettered A, C, F, not B" in r.stdout
     r = cli(*at, "buy", "G1", "--from", "VNP", "--to", "AOH", "--class", "business", "--passenger", LI,
             "--seat", "F")
     assert r.exit_code == 0, r.output
     assert "note:" not in r.stdout  # a window seat was free and given
+
+
+def test_the_seat_note_tells_a_letter_the_class_lacks_from_one_that_was_taken() -> None:
+    from railtix.cli import seats_missed
+
+    two_windows = [{"seat": "01F"}, {"seat": "01C"}]  # one F of the two wished for
+    assert seats_missed("business", ["F", "F"], two_windows) == (
+        "note: not enough F seats were free on this ride, so some seats above are not the ones wished for"
+    )
+    assert seats_missed("business", ["F", "C"], two_windows) is None
+    both = seats_missed("business", ["B", "F"], [{"seat": "01A"}, {"seat": "01C"}])
+    assert both is not None and "lettered A, C, F, not B" in both and "not enough F seats" in both
 
 
 def test_unknown_station_suggests_and_exits_1(start_server: Any, cli: Run) -> None:
@@ -220,11 +232,14 @@ def test_group_help_shows_each_command_s_first_sentence_whole(cli: Run) -> None:
         assert sentence in listing and "..." not in listing, listing
 
 
-def test_a_login_is_kept_for_the_server_however_its_address_is_typed() -> None:
-    from railtix.cli import server_key
-
-    assert server_key("localhost:5090") == server_key("127.0.0.1:5090") == server_key("LOCALHOST:5090")
-    assert server_key("localhost:5090") != server_key("127.0.0.1:5091")
+def test_hints_name_no_server_when_it_came_from_the_environment(
+    start_server: Any, cli: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server()
+    monkeypatch.setenv("RAILTIX_SERVER", f"{server.host}:{server.port}")
+    r = cli("register", "cy", input="password123\n")
+    assert r.exit_code == 0, r.output
+    assert "now: railtix login cy" in r.stdout  # RAILTIX_SERVER still points there
 
 
 def test_unreachable_server(cli: Run) -> None:
@@ -234,6 +249,8 @@ def test_unreachable_server(cli: Run) -> None:
     assert f"cannot reach the server at 127.0.0.1:{port}" in r.stderr
     # started as this address needs: `make run` alone would listen on 5002
     assert f"make run TCP=127.0.0.1:{port}" in r.stderr and f"railtix serve --tcp 127.0.0.1:{port}" in r.stderr
+    r = cli("--server", f"0.0.0.0:{port}", "search", "VNP", "AOH")  # not told to listen on every interface
+    assert f"make run TCP=127.0.0.1:{port}" in r.stderr and "--tcp 0.0.0.0" not in r.stderr
 
 
 def test_an_unreachable_server_elsewhere_is_not_told_to_start_here() -> None:

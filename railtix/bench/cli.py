@@ -56,8 +56,8 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Runs (train and date) the rush sells."),
         click.option("--database", default=None,
                      help="The server's SQLite file or postgresql:// URL, for the audit (default "
-                          "the file a server on this machine serves, found by its serving lock; else ./railtix.db "
-                          "when the target is 127.0.0.1:5002 and the file exists)."),
+                          "the file a server on this machine serves, found by its serving lock; for one on "
+                          "127.0.0.1:5002 this user cannot look into, ./railtix.db if it exists)."),
         click.option("--serve/--no-serve", default=False,
                      help="Start `railtix serve` on port 0 with a temporary database and bench that."),
         click.option("--model", default=None, type=click.Choice(sorted(MODELS)),
@@ -170,8 +170,8 @@ _DOCS = {
 #: what every scenario's help says after its own sentence: where the load goes, and what it leaves
 _WHERE = (
     "\n\nThe load goes to --target, 127.0.0.1:5002 (`make run`'s server) by default; when nothing "
-    "listens at that default (a --target given is never replaced), or with --serve, the bench "
-    "starts a server of its own on a temporary database "
+    "listens at that default, or with --serve, the bench starts a server of its own on a "
+    "temporary database "
     "that is removed afterwards. Against a real server the load really buys: the runs a rush "
     "picks are sold out afterwards and its users (bench-SEED-...) stay registered, so try it on a "
     "copy of a database you care about. After the load the bench audits the server's database "

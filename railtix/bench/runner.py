@@ -16,7 +16,7 @@ from typing import Any
 
 from railtix.bench import limits, report
 from railtix.bench.audit import Evidence, audit
-from railtix.bench.cpu import Meter
+from railtix.bench.cpu import Meter, listeners
 from railtix.bench.load import LoadSpec, ahead_per_client, run_load
 from railtix.bench.null_server import LABEL as NULL_LABEL
 from railtix.bench.null_server import NAME as NULL_SERVER
@@ -217,7 +217,9 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
             say(f"started {' '.join(spawned.argv[2:])} at {spawned.target}")
         elif database is None and is_local(host):
             database = served_database(port)  # the file the server here holds, wherever it is
-            if database is None and port == 5002 and os.path.exists(DEFAULT_DATABASE):
+            # ./railtix.db only for a server this user cannot look into: one seen holding no
+            # serving lock is not on SQLite (PostgreSQL, the null server), whatever lies here
+            if database is None and port == 5002 and not listeners(port) and os.path.exists(DEFAULT_DATABASE):
                 database = DEFAULT_DATABASE
         with _Live(o.quiet) as live:
             merged, meta, users = run_once(o, host, port, seed, live=live, say=say)
