@@ -701,7 +701,7 @@ def test_a_buy_remembered_before_id_numbers_were_checked_still_gets_its_first_re
     svc, c, tok = alice
     date = clock.date(1)
     old = "110101199001011234"  # a number with a wrong check character, as once accepted
-    monkeypatch.setattr(service_module, "id_refused", lambda id_no: False)
+    monkeypatch.setattr(service_module, "id_problem", lambda id_no: None)
     first = c.ok(**buy(tok, "before", date, old))
     lower = c.ok(**buy(tok, "lower", date, "e12345678"))  # before letters had to be upper case
     monkeypatch.undo()

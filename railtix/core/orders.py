@@ -64,24 +64,30 @@ ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
 
 
-def id_check_fails(id_no: str) -> bool:
-    """True for a number shaped as a resident identity card's (17 digits, then a check
-    character) whose check character is wrong: a mistyped digit. 12306 refuses those before
-    selling a ticket that would not pass the gate at the station. Numbers of other shapes
-    (passports, permits) have no such check here. The check character X is upper case, as
-    printed on the card: the passenger rules compare numbers exactly, so an x would be another
-    person to them."""
-    return len(id_no) == 18 and id_no[:17].isdigit() and _check_character(id_no[:17]) != id_no[17]
-
-
-def id_refused(id_no: str) -> bool:
-    """True for a number no ticket is sold to as written: one with a lower-case letter; a
-    resident identity card's number whose check character is wrong; or 17 or 19 digits, a
-    resident id card's number with a digit left out or typed twice (no document has that
-    shape). The passenger rules compare numbers exactly, so ``e12345678`` beside ``E12345678``
-    would be two people holding two seats on one train; documents print their letters in upper
-    case, and so must a request."""
-    return id_no.upper() != id_no or id_check_fails(id_no) or (len(id_no) in (17, 19) and id_no.isdigit())
+def id_problem(id_no: str) -> str | None:
+    """What is wrong with a number no ticket is sold to as written, or None: a resident identity
+    card's number whose last or check character is wrong; 17 or 19 digits, such a number with a
+    digit left out or typed twice (no document has that shape); a lower-case letter. The
+    passenger rules compare numbers exactly, so ``e12345678`` beside ``E12345678`` would be two
+    people holding two seats on one train; documents print their letters in upper case, and so
+    must a request. Said as the rest of a sentence about the number, all of it at once."""
+    upper = id_no.upper()
+    n = len(id_no)
+    if n == 18 and id_no[:17].isdigit():
+        last = upper[17]
+        if last not in "0123456789X":
+            return f"ends in {id_no[17]!r}: a resident id card's number ends in a digit or X (GB 11643)"
+        if _check_character(id_no[:17]) != last:
+            also = ", and write the X in upper case" if upper != id_no else ""
+            return f"fails its check character (GB 11643): a digit may be mistyped{also}"
+        if upper != id_no:
+            return "fails its check character (GB 11643): write the X in upper case"
+        return None
+    if (n == 17 or n == 19) and id_no.isdigit():
+        return f"has {n} digits: a resident id card's number has 18 characters"
+    if upper != id_no:
+        return "has letters in lower case: write them in upper case, as the document prints them"
+    return None
 
 
 def resident_id(digits: str) -> str:

@@ -25,7 +25,7 @@ from railtix import limits
 from railtix.core import rides
 from railtix.core.errors import Refusal
 from railtix.core.inventory import no_seats
-from railtix.core.orders import id_check_fails, id_refused, masked
+from railtix.core.orders import id_problem, masked
 from railtix.core.seats import available
 from railtix.core.timetable import Timetable, ride_mask, validate
 from railtix.service import auth, keyfilter
@@ -56,23 +56,6 @@ def fingerprint(req: Any) -> str:
     """What the request asks for, without its id or token: equal requests, equal prints."""
     same = msgspec.structs.replace(req, id=None, token="")
     return hashlib.blake2b(_fingerprint_encoder.encode(same), digest_size=12).hexdigest()
-
-
-def _id_refusal(i: int, name: str, id_no: str) -> str:
-    """Why passenger ``i``'s id number was refused (``id_refused``), all of it at once: a resident
-    id card's last character or check character, and letters in lower case."""
-    what = f"passengers[{i}].id_no: {name}'s number {masked(id_no)}"
-    if len(id_no) in (17, 19) and id_no.isdigit():
-        return f"{what} has {len(id_no)} digits: a resident id card's number has 18 characters"
-    upper = id_no.upper()
-    if len(id_no) == 18 and id_no[:17].isdigit():
-        if upper[17] not in "0123456789X":
-            return f"{what} ends in {id_no[17]!r}: a resident id card's number ends in a digit or X (GB 11643)"
-        if not id_check_fails(upper):
-            return f"{what} fails its check character (GB 11643): write the X in upper case"
-        also = ", and write the X in upper case" if upper != id_no else ""
-        return f"{what} fails its check character (GB 11643): a digit may be mistyped{also}"
-    return f"{what} has letters in lower case: write them in upper case, as the document prints them"
 
 
 def load_timetable(store: Store, timetable: Timetable | None = None) -> Timetable:
@@ -422,10 +405,11 @@ class Service:
                     session.reply(with_id(req.id, self._sold_out(ride.train.number, ride.date, req.seat_class)))
                 return
             for i, p in enumerate(req.passengers):  # after the gate: a refusal there needs no arithmetic
-                if id_refused(p.id_no):
+                problem = id_problem(p.id_no)
+                if problem is not None:
                     # a buy remembered before numbers were checked still answers as it did
                     if not self._answered_before(session, req, user):
-                        raise Refusal("invalid_field", _id_refusal(i, p.name, p.id_no))
+                        raise Refusal("invalid_field", f"passengers[{i}].id_no: {p.name}'s number {masked(p.id_no)} {problem}")
                     return
         op = req.__struct_config__.tag
         assert op in MUTATIONS

@@ -19,7 +19,7 @@ Name = Annotated[str, Meta(min_length=1, max_length=limits.name_length_max)]
 #: Digits and upper-case letters only. The schema states the pattern; ``PassengerIn`` checks
 #: letters and digits with two str methods, not msgspec's regular expression (that was half of
 #: decoding a rush's buy), and the service refuses a lower-case letter after the sold-out gate,
-#: where a key's remembered reply can still answer (``core.orders.id_refused``).
+#: where a key's remembered reply can still answer (``core.orders.id_problem``).
 IdNo = Annotated[
     str, Meta(min_length=4, max_length=limits.id_no_length_max, extra_json_schema={"pattern": "^[0-9A-Z]+$"})
 ]
