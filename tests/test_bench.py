@@ -209,14 +209,13 @@ def test_generator_against_null_server_in_two_processes(null_server: Spawned, tm
 def test_the_timeline_s_last_bucket_is_the_part_of_a_tick_the_run_lasted(
     elapsed: float, lengths: list[float], rates: list[float]
 ) -> None:
-    from railtix.bench.report import _trim_timeline, timeline_lengths
+    from railtix.bench.report import _rates, timeline_lengths
 
     assert timeline_lengths(elapsed) == pytest.approx(lengths)
     counted = [100 * (i + 1) for i in range(int(elapsed / limits.tick_s) + 1)]
-    tl = {"requests": [n / limits.tick_s for n in counted] + [0.0] * 3}  # and ticks of nothing after
-    _trim_timeline(tl, elapsed)
-    assert tl["requests"] == pytest.approx(rates, abs=0.1)
-    assert sum(r * d for r, d in zip(tl["requests"], lengths, strict=True)) == pytest.approx(sum(counted), abs=0.1)
+    got = _rates(counted + [0] * 3, elapsed)  # and ticks of nothing after
+    assert got == pytest.approx(rates, abs=0.1)
+    assert sum(r * d for r, d in zip(got, lengths, strict=True)) == pytest.approx(sum(counted), abs=0.1)
 
 
 def test_the_cpu_line_names_a_process_that_used_a_whole_core() -> None:

@@ -183,6 +183,7 @@ def machine() -> dict[str, Any]:
 def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
     """The report of one run. ``meta``: scenario, seed, target and the options it ran with."""
     elapsed = m["elapsed_s"] or 1e-9
+    shown = round(elapsed, 3)  # as the JSON states it: the timeline's buckets, for every reader
     replies = sum(m["ok"].values()) + sum(m["err"].values())
     closed = not meta.get("rate")
     confirmed = m["ok"]["buy"]
@@ -192,7 +193,7 @@ def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
         "loop": "closed" if closed else "open",
         "started": dt.datetime.fromtimestamp(m["wall_start"], dt.UTC).isoformat(timespec="seconds"),
         "clients_connected": m["clients"],
-        "elapsed_s": round(elapsed, 3),
+        "elapsed_s": shown,
         "selling_s": round(selling, 3),
         "sold_out_s": None if m["sold_out_s"] is None else round(m["sold_out_s"], 3),
         "requests": replies,
@@ -222,11 +223,13 @@ def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
         "latency_over_time": latency_over_time(m, elapsed),
         "timeline_tick_s": limits.tick_s,
         "timeline": {
-            "requests": _rates([sum(v) for v in zip(*(m["ok_by_tick"][op] for op in OPS), m["err_by_tick"], strict=True)]),
-            "confirmed": _rates(m["ok_by_tick"]["buy"]),
-            "searches": _rates(m["ok_by_tick"]["search"]),
-            "paid": _rates(m["ok_by_tick"]["pay"]),
-            "errors": _rates(m["err_by_tick"]),
+            "requests": _rates(
+                [sum(v) for v in zip(*(m["ok_by_tick"][op] for op in OPS), m["err_by_tick"], strict=True)], shown
+            ),
+            "confirmed": _rates(m["ok_by_tick"]["buy"], shown),
+            "searches": _rates(m["ok_by_tick"]["search"], shown),
+            "paid": _rates(m["ok_by_tick"]["pay"], shown),
+            "errors": _rates(m["err_by_tick"], shown),
         },
         "generator": {
             "sent": m["sent"],
@@ -255,9 +258,7 @@ def document(meta: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
         doc["latency_ms_uncorrected"] = doc["latency_ms"]
         doc["latency_ms_corrected"] = corrected
         doc["latency_ms"] = _conservative(doc["latency_ms"], corrected)
-    # as the JSON has it (and the plot reads it): the same buckets for every reader
-    doc["peak_confirmed_per_s"] = _peak(doc["timeline"]["confirmed"][: int(doc["elapsed_s"] / limits.tick_s)])
-    _trim_timeline(doc["timeline"], doc["elapsed_s"])
+    doc["peak_confirmed_per_s"] = _peak([n / limits.tick_s for n in m["ok_by_tick"]["buy"][: int(shown / limits.tick_s)]])
     return doc
 
 
@@ -287,29 +288,22 @@ def _conservative(raw: dict[str, dict[str, float]], corrected: dict[str, dict[st
     return out
 
 
-def _rates(counts: Sequence[int]) -> list[float]:
-    """Counts per tick as rates per second."""
-    return [round(n / limits.tick_s, 1) for n in counts]
-
-
-def _trim_timeline(tl: dict[str, list[float]], elapsed: float) -> None:
-    """The ticks up to the run's end, every reply in one. The last tick is partial, and its rate
-    is over the part of it the run lasted (over a whole tick it would read as a fall in
-    throughput; in a rush that sells out in 1.3 s that part is the sell-out). A part shorter
-    than a quarter of a tick joins the tick before it, rather than stand as a rate of a few
-    replies."""
-    tick = limits.tick_s
+def _rates(counts: Sequence[int], elapsed: float) -> list[float]:
+    """Counts per tick as rates per second over the timeline's buckets (``timeline_lengths``),
+    every reply in one: the last bucket is partial, and its rate is over the part of it the run
+    lasted (over a whole tick it would read as a fall in throughput; in a rush that sells out in
+    1.3 s that part is the sell-out). Ticks past it (a sliver, a reply at the very end) join it."""
     lengths = timeline_lengths(elapsed)
     last = len(lengths) - 1
-    for k in tl:
-        counts = [r * tick for r in tl[k]] + [0.0] * (last + 1 - len(tl[k]))
-        # past the last bucket: a sliver of a tick, or a reply that came at the very end
-        kept = counts[:last] + [sum(counts[last:])]
-        tl[k] = [round(n / d, 1) for n, d in zip(kept, lengths, strict=True)]
+    padded = list(counts) + [0] * (last + 1 - len(counts))
+    kept = padded[:last] + [sum(padded[last:])]
+    return [round(n / d, 1) for n, d in zip(kept, lengths, strict=True)]
 
 
 def timeline_lengths(elapsed: float) -> list[float]:
-    """Seconds each bucket of the timeline covers: whole ticks, the last one partial."""
+    """Seconds each bucket of the timeline covers: whole ticks, the last one partial; a part
+    shorter than a quarter of a tick joins the tick before it, rather than stand as a rate of a
+    few replies."""
     tick = limits.tick_s
     whole = int(elapsed / tick)
     part = elapsed - whole * tick
