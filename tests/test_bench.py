@@ -154,8 +154,9 @@ def test_a_server_holding_no_serving_lock_has_no_database_to_audit(null_server: 
     from railtix.bench.cpu import listeners
     from railtix.bench.servers import served_database
 
-    assert listeners(null_server.port)  # seen, and looked into
-    assert served_database(null_server.port) is None
+    server = listeners(null_server.port)
+    assert server  # seen, and looked into
+    assert served_database(server) is None
 
 
 def test_null_server_line_split_across_writes(null_server: Spawned) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +50,22 @@ def listeners(port: int) -> list[int]:
     if not inodes:
         return []
     wanted = {f"socket:[{i}]" for i in inodes}
-    found = []
-    for p in _pids():
-        try:
-            fds = os.scandir(_PROC / str(p) / "fd")
-        except OSError:  # gone, or another user's
-            continue
-        with fds:
-            for fd in fds:
-                try:
-                    if os.readlink(fd.path) in wanted:
-                        found.append(p)
-                        break
-                except OSError:
-                    continue
-    return found
+    return [p for p in _pids() if any(target in wanted for target in open_files(p))]
+
+
+def open_files(pid: int) -> Iterator[str]:
+    """What each of a process's file descriptors points at (a path, ``socket:[inode]``, …);
+    nothing for a process that is gone or another user's."""
+    try:
+        fds = os.scandir(_PROC / str(pid) / "fd")
+    except OSError:
+        return
+    with fds:
+        for fd in fds:
+            try:
+                yield os.readlink(fd.path)
+            except OSError:
+                continue
 
 
 def tree(roots: list[int]) -> list[int]:

@@ -216,10 +216,11 @@ def execute(o: Options, say: Say = print) -> tuple[dict[str, Any], int]:
             host, port, database = spawned.host, spawned.port, spawned.database
             say(f"started {' '.join(spawned.argv[2:])} at {spawned.target}")
         elif database is None and is_local(host):
-            database = served_database(port)  # the file the server here holds, wherever it is
+            server = listeners(port)
+            database = served_database(server)  # the file the server here holds, wherever it is
             # ./railtix.db only for a server this user cannot look into: one seen holding no
             # serving lock is not on SQLite (PostgreSQL, the null server), whatever lies here
-            if database is None and port == 5002 and not listeners(port) and os.path.exists(DEFAULT_DATABASE):
+            if database is None and not server and port == 5002 and os.path.exists(DEFAULT_DATABASE):
                 database = DEFAULT_DATABASE
         with _Live(o.quiet) as live:
             merged, meta, users = run_once(o, host, port, seed, live=live, say=say)

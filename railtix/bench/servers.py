@@ -171,29 +171,21 @@ def is_local(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def served_database(port: int) -> str | None:
-    """The SQLite file that the railtix server listening on ``port`` on this machine serves,
-    found by the serving lock its processes hold open (``PATH-serving.lock``, of the file's real
-    path): so the audit reads the database that was sold from, whatever folder the server was
-    started in. None for a server on PostgreSQL, another user's, one elsewhere, or without
-    /proc (not Linux)."""
-    from railtix.bench.cpu import listeners, tree
+def served_database(server: list[int]) -> str | None:
+    """The SQLite file that the railtix server of these processes (``cpu.listeners``: those
+    listening on its port) serves, found by the serving lock its processes hold open
+    (``PATH-serving.lock``, of the file's real path): so the audit reads the database that was
+    sold from, whatever folder the server was started in. None for a server on PostgreSQL, the
+    null server, or processes this user cannot look into."""
+    from railtix.bench.cpu import open_files, tree
     from railtix.store.sqlite import SERVING_LOCK_SUFFIX
 
-    found: set[str] = set()
-    for pid in tree(listeners(port)):
-        try:
-            fds = os.scandir(f"/proc/{pid}/fd")
-        except OSError:  # gone, or another user's
-            continue
-        with fds:
-            for fd in fds:
-                try:
-                    target = os.readlink(fd.path)
-                except OSError:
-                    continue
-                if target.endswith(SERVING_LOCK_SUFFIX):
-                    found.add(target.removesuffix(SERVING_LOCK_SUFFIX))
+    found = {
+        target.removesuffix(SERVING_LOCK_SUFFIX)
+        for pid in tree(server)
+        for target in open_files(pid)
+        if target.endswith(SERVING_LOCK_SUFFIX)
+    }
     return found.pop() if len(found) == 1 else None
 
 
