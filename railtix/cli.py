@@ -74,10 +74,10 @@ def rx(rest: str) -> str:
 
 #: What to do next, for refusals where the message alone does not say. Refusals about an order
 #: get a hint from the order's actual state instead (``order_hint``), when it can be read.
-HINTS: dict[str, str] = {
-    "bad_credentials": "check the name and password, or create an account: railtix register USER",
-    "not_found": "your orders are listed by: railtix orders",
-    "unknown_station": "the stations and their codes are listed by: railtix stations",
+HINTS: dict[str, str] = {  # a command in one is spelt {railtix}: ``rx`` fills it in
+    "bad_credentials": "check the name and password, or create an account: {railtix} register USER",
+    "not_found": "your orders are listed by: {railtix} orders",
+    "unknown_station": "the stations and their codes are listed by: {railtix} stations",
     "busy": "the server is at capacity; try again in a moment",
     "shutting_down": "the server is stopping; try again once it is back",
 }
@@ -261,14 +261,13 @@ def client_command(name: str | None = None, **attrs: Any) -> Callable[[Callable[
 def unreachable_message(e: Unreachable) -> str:
     """Nothing answered: on this machine, say how to start a server; elsewhere, that the
     address may be wrong (a mistyped host is likelier there than a stopped server)."""
-    host = e.address.rsplit(":", 1)[0].strip("[]")
+    host, port = parse_address(e.address)
     try:
         ip = None if host == "localhost" else ipaddress.ip_address(host)
         local = ip is None or ip.is_loopback or ip.is_unspecified  # 0.0.0.0 reaches this machine
     except ValueError:
         local = False
-    port = e.address.rsplit(":", 1)[-1]
-    if local and port == DEFAULT_SERVER.rsplit(":", 1)[-1]:
+    if local and port == parse_address(DEFAULT_SERVER)[1]:
         advice = "start it with `make run` or `railtix serve`"
     elif local:  # on this machine's loopback, whichever local address was typed
         advice = f"start it with `make run TCP=127.0.0.1:{port}` or `railtix serve --tcp 127.0.0.1:{port}`"
@@ -301,7 +300,7 @@ def default_hint(obj: Ctx, code: str) -> str | None:
         saved = config.login_for(server_key(obj.server))
         return f"log in again: {rx('login')} {saved.user if saved else 'USER'}"
     hint = HINTS.get(code)
-    return None if hint is None else hint.replace("railtix ", rx(""))
+    return None if hint is None else hint.format(railtix=_invocation)
 
 
 # --- shared helpers ------------------------------------------------------------------------------
