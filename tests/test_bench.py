@@ -472,7 +472,7 @@ def test_the_null_server_alone_and_as_the_ceiling_of_a_run(tmp_path: Path) -> No
     line = next(x for x in r.output.splitlines() if x.startswith("ceiling (null server, same load): "))
     assert f"railtix reached {c['fraction']:.1%} of it" in line
     assert doc["audit"]["clean"] is True
-    # its line in the plot, drawn over its own run's length
+    # and the plot, drawn with its line beside the run
     assert c["elapsed_s"] > 0 and (tmp_path / "both.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
